@@ -1,0 +1,62 @@
+"""The ``octseg`` command: the package's functions, headless, for batch work.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser whose
+default ``func`` runs the command and returns an exit code. User-facing problems
+(:class:`~napari_octseg.core.errors.OctsegError`) print one line on stderr and exit 1; nothing
+prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..core.errors import OctsegError
+
+#: Subcommand modules, in the order ``octseg --help`` lists them.
+COMMANDS = ("info", "view", "segment", "gradcam", "finetune", "thickness", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="octseg",
+        description="Retinal OCT layer segmentation, Grad-CAM explanations, fine-tuning and thickness.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-octseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue  # subcommand not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``octseg``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except OctsegError as exc:
+        print(f"octseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"octseg {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"octseg {args.command}: error: out of memory", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Checkpoints are data, not code: one ``torch.save`` file of plain containers and tensors.
+
+Layout (``FORMAT_VERSION`` 1)::
+
+    {"format_version": 1,
+     "package_version": "0.1.0",
+     "config": {... SegNetConfig ...},         # rebuilds the architecture
+     "class_names": ["vitreous", ...],
+     "normalization": {"method": "percentile", ...},
+     "training": {...},                          # data, split, epochs, metrics, base model, ...
+     "state_dict": {name: tensor}}
+
+Loading uses ``torch.load(..., weights_only=True)``: a pickle that would run code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..core.atomic import atomic_path
+from ..core.classes import CLASS_NAMES
+from ..core.errors import CheckpointError
+from .normalization import DEFAULT_NORMALIZATION
+from .segnet import SegNet, SegNetConfig, build_model
+
+FORMAT_VERSION = 1
+_REQUIRED = ("format_version", "config", "class_names", "normalization", "state_dict")
+
+
+@dataclass
+class LoadedModel:
+    """A network rebuilt from a checkpoint, with everything needed to use it correctly."""
+
+    model: SegNet
+    class_names: tuple[str, ...] = CLASS_NAMES
+    normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    training: dict = field(default_factory=dict)
+    source: str = "<memory>"
+
+    @property
+    def config(self) -> SegNetConfig:
+        return self.model.config
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    class_names: tuple[str, ...] | list[str] = CLASS_NAMES,
+    normalization: dict | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its description to ``path`` atomically; return the path."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    config: SegNetConfig = model.config  # type: ignore[assignment]
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "config": config.to_dict(),
+        "class_names": list(class_names),
+        "normalization": dict(normalization or DEFAULT_NORMALIZATION),
+        "training": dict(training or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint without executing code and rebuild its network (in eval mode).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, not a checkpoint, would execute code when unpickled,
+        is of another format version, or its weights do not fit its architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign, truncated or unsafe files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it contains code or objects that are not plain weights (refused for safety)"
+        raise CheckpointError(f"{path}: not a valid napari-octseg checkpoint: {reason}") from None
+    return checkpoint_from_dict(payload, source=str(path), device=device)
+
+
+def checkpoint_from_dict(payload: Any, source: str = "<memory>", device: str | torch.device = "cpu") -> LoadedModel:
+    """Validate a loaded checkpoint dictionary and rebuild its network."""
+    if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
+        raise CheckpointError(f"{source}: not a napari-octseg checkpoint (missing fields)")
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source}: checkpoint format version {version} is not supported by this version "
+            f"(expects {FORMAT_VERSION}; made by napari-octseg {payload.get('package_version', '?')})"
+        )
+    try:
+        model = build_model(payload["config"])
+    except Exception as exc:
+        raise CheckpointError(f"{source}: unknown or invalid architecture config ({exc})") from None
+    class_names = tuple(str(c) for c in payload["class_names"])
+    if len(class_names) != model.config.n_classes:
+        raise CheckpointError(
+            f"{source}: {len(class_names)} class names for a network with {model.config.n_classes} outputs"
+        )
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{source}: weights do not fit the architecture ({first})") from None
+    model.eval().to(device)
+    return LoadedModel(
+        model=model,
+        class_names=class_names,
+        normalization=dict(payload["normalization"]),
+        training=dict(payload.get("training") or {}),
+        source=source,
+    )

@@ -1,0 +1,132 @@
+"""Enhanced SegNet (arXiv 2509.07795): SegNet with pooling indices plus full-resolution skips.
+
+Encoder: ``depth`` blocks of 2 x (conv 3x3 + BN + ReLU), each followed by a 2x2 max-pool that keeps
+its indices. Decoder: per level, max-unpool with those indices, concatenate the encoder block's
+features (the skip), 2 x (conv 3x3 + BN + ReLU). A 1x1 conv maps to class logits (softmax is applied
+by the loss / at inference, not inside the network).
+
+Width and depth are configuration: the paper's ``(64, 128, 256, 512, 512)`` and a light default that
+is fast on a CPU. Any input height/width works: the input is padded to a multiple of ``2 ** depth``
+and the logits are cropped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SegNetConfig:
+    """Architecture of a :class:`SegNet` (stored in every checkpoint and rebuilt from it)."""
+
+    in_channels: int = 1
+    n_classes: int = 10
+    widths: tuple[int, ...] = (16, 32, 64, 128, 128)
+    batch_norm: bool = True
+    dropout: float = 0.0
+    architecture: str = field(default="segnet", init=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SegNetConfig:
+        d = dict(d)
+        d.pop("architecture", None)
+        d["widths"] = tuple(int(w) for w in d["widths"])
+        return cls(**d)
+
+
+#: Named configurations: the light CPU default and the paper's full size.
+PRESETS: dict[str, SegNetConfig] = {
+    "light": SegNetConfig(widths=(16, 32, 64, 128, 128)),
+    "paper": SegNetConfig(widths=(64, 128, 256, 512, 512)),
+}
+
+
+def _double_conv(c_in: int, c_mid: int, c_out: int, bn: bool) -> nn.Sequential:
+    def unit(a: int, b: int) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Conv2d(a, b, 3, padding=1, bias=not bn)]
+        if bn:
+            layers.append(nn.BatchNorm2d(b))
+        layers.append(nn.ReLU(inplace=True))
+        return layers
+
+    return nn.Sequential(*unit(c_in, c_mid), *unit(c_mid, c_out))
+
+
+class SegNet(nn.Module):
+    """Enhanced SegNet. Input (N, in_channels, H, W) float32; output logits (N, n_classes, H, W)."""
+
+    def __init__(self, config: SegNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SegNetConfig()
+        w = self.config.widths
+        bn = self.config.batch_norm
+        self.encoder = nn.ModuleList()
+        c_prev = self.config.in_channels
+        for c in w:
+            self.encoder.append(_double_conv(c_prev, c, c, bn))
+            c_prev = c
+        # decoder[i] works at the resolution of encoder[i]; it outputs the width the next (finer)
+        # level's pooling indices expect, and the base width at level 0.
+        self.decoder = nn.ModuleList()
+        for i, c in enumerate(w):
+            c_out = w[i - 1] if i > 0 else w[0]
+            self.decoder.append(_double_conv(2 * c, c, c_out, bn))
+        self.dropout = nn.Dropout2d(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(w[0], self.config.n_classes, 1)
+        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
+        self.unpool = nn.MaxUnpool2d(2, 2)
+
+    @property
+    def depth(self) -> int:
+        return len(self.config.widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2**self.depth
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips, indices = [], []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x, idx = self.pool(x)
+            indices.append(idx)
+        for i in reversed(range(self.depth)):
+            x = self.unpool(x, indices[i], output_size=skips[i].shape[-2:])
+            x = self.decoder[i](torch.cat([x, skips[i]], dim=1))
+        x = self.classifier(self.dropout(x))
+        return x[..., :h, :w]
+
+    def gradcam_layers(self) -> dict[str, nn.Module]:
+        """Conv layers suited to Grad-CAM, by name.
+
+        ``"decoder"`` is the last decoder refinement conv (the default), ``"final"`` the 1x1 classifier
+        (as in the paper); ``"decoder.<i>"`` the last conv of decoder level ``i`` (0 = finest).
+        """
+        layers: dict[str, nn.Module] = {}
+        for i, block in enumerate(self.decoder):
+            convs = [m for m in block if isinstance(m, nn.Conv2d)]
+            layers[f"decoder.{i}"] = convs[-1]
+        layers["decoder"] = layers["decoder.0"]
+        layers["final"] = self.classifier
+        return layers
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: SegNetConfig | dict) -> SegNet:
+    """Rebuild a network from its configuration (a :class:`SegNetConfig` or its dict form)."""
+    if isinstance(config, dict):
+        config = SegNetConfig.from_dict(config)
+    return SegNet(config)
