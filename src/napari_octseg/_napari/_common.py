@@ -96,6 +96,8 @@ def labels_layer_kwargs(
     }
     if scale is not None:
         kwargs["scale"] = tuple(scale)
+        # napari shows the scale bar in µm only when every layer carries the same units
+        kwargs["units"] = ("µm",) * len(scale)
     return kwargs
 
 

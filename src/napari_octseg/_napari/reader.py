@@ -1,0 +1,138 @@
+"""npe2 reader: OCT files -> an Image layer (µm scale), the device lines and any ground-truth labels.
+
+Linear reflectivity (HEYEX ``.vol``) is converted to display grey values (``x ** 0.25``) before it
+becomes layer data, and the layer's metadata then says ``reflectivity='display'``: what the user sees
+is exactly what the segmentation network is given, and no widget compresses it twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import OctReadError
+from ..core.volume import OctVolume
+from ..io import SUPPORTED_EXTENSIONS, read
+from ._common import image_layer_kwargs, labels_layer_kwargs
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+#: Colours of device lines (others cycle through the rest).
+_LINE_COLORS = {"ILM": "#ffd700", "BM": "#00e5ff", "RNFL": "#ff4fd8", "NFL/GCL": "#ff4fd8"}
+_OTHER_COLORS = ("#7CFC00", "#ff8c00", "#1e90ff", "#ff6347", "#9370db", "#40e0d0")
+
+
+def _claims(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() in SUPPORTED_EXTENSIONS
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
+    """napari reader hook: a function returning layer data for ``path``, or ``None``.
+
+    The file is read here (once) so that an unreadable file gives ``None`` and never an exception
+    inside napari; the returned function hands back the already-read layers.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(_claims(str(p)) for p in paths):
+        return None
+    layers: list[LayerData] = []
+    try:
+        for p in paths:
+            layers.extend(volume_layers(read(p), Path(p).name or str(p)))
+    except OctReadError as exc:
+        _warn(str(exc))
+        return None
+    except Exception as exc:  # a reader bug must not crash napari's open dialog
+        _warn(f"{Path(str(paths[0])).name}: {type(exc).__name__}: {exc}")
+        return None
+    return lambda _path=None: layers
+
+
+def _warn(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_warning
+
+        show_warning(message)
+    except Exception:  # no napari event loop (e.g. called from a script): stay silent
+        pass
+
+
+def volume_layers(volume: OctVolume, name: str) -> list[LayerData]:
+    """Layer data tuples for ``volume``: image, device lines (Shapes paths), labels (if any)."""
+    display = OctVolume(
+        data=volume.display_data(),
+        scale_um=volume.scale_um,
+        laterality=volume.laterality,
+        scan_pattern=volume.scan_pattern,
+        reflectivity="display",
+        meta={**volume.meta, "source_reflectivity": volume.reflectivity},
+    )
+    out: list[LayerData] = [(display.data, image_layer_kwargs(display, name), "image")]
+    lines = device_line_shapes(volume, f"{name} device lines")
+    if lines is not None:
+        out.append(lines)
+    if volume.labels is not None:
+        kwargs = labels_layer_kwargs(f"{name} ground truth", scale=volume.scale_um,
+                                     metadata={"source": volume.meta.get("source")})
+        out.append((volume.labels, with_units(kwargs, volume), "labels"))
+    return out
+
+
+def with_units(kwargs: dict[str, Any], volume: OctVolume) -> dict[str, Any]:
+    """Add µm ``units`` when the volume's scale is known, as the image layer has them.
+
+    napari ignores units (and the scale bar shows bare numbers) unless every layer agrees.
+    """
+    if volume.scale_um:
+        kwargs["units"] = ("µm",) * 3
+    return kwargs
+
+
+def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
+    """The boundary lines of ``volume.layers`` as a Shapes layer of paths, one per B-scan and gap-free run.
+
+    Vertices are (B-scan, row, column) in pixels; the layer shares the image's ``scale`` so the
+    paths sit on the image in µm. NaN gaps split a line into several paths. ``None`` when the
+    volume has no line with a finite value.
+    """
+    paths: list[np.ndarray] = []
+    colors: list[str] = []
+    names: list[str] = []
+    extra = iter(_OTHER_COLORS * 4)
+    for line_name, heights in volume.layers.items():
+        color = _LINE_COLORS.get(line_name) or next(extra, "#ffffff")
+        for k, row in enumerate(np.asarray(heights, dtype=np.float32)):
+            for start, stop in _finite_runs(row):
+                cols = np.arange(start, stop, dtype=np.float32)
+                if cols.size < 2:
+                    continue
+                paths.append(np.column_stack([np.full_like(cols, k), row[start:stop], cols]))
+                colors.append(color)
+                names.append(line_name)
+    if not paths:
+        return None
+    scale_y = volume.scale_um[1] if volume.scale_um else 1.0
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "shape_type": "path",
+        "edge_color": colors,
+        "edge_width": 1.5 * scale_y,
+        "features": {"line": names},
+        "opacity": 0.9,
+        "metadata": {"source": volume.meta.get("source"), "lines": sorted(volume.layers)},
+    }
+    if volume.scale_um:
+        kwargs["scale"] = tuple(volume.scale_um)
+    return (paths, with_units(kwargs, volume), "shapes")
+
+
+def _finite_runs(row: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) index ranges of consecutive finite values in ``row``."""
+    finite = np.concatenate([[False], np.isfinite(row), [False]])
+    edges = np.flatnonzero(np.diff(finite.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
