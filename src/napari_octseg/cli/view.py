@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
 from ..core.errors import OctsegError
-
-PLUGIN = "napari-octseg"
-WIDGET = "Segment layers"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("view", help="open napari with OCT files and the segmentation widget",
@@ -38,21 +32,10 @@ def load_layers(files: list[str]) -> list:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import napari
+        from .._napari.launch import open_viewer
     except ImportError:
         raise OctsegError("napari is not installed; install napari-octseg[napari]") from None
-    layers = load_layers(list(args.files))
-    viewer = napari.Viewer(title="napari-octseg")
-    for data, kwargs, kind in layers:
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    viewer.scale_bar.visible = True
-    if not args.no_widget:
-        try:
-            viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-        except Exception as exc:  # the widget may be absent from this build; the viewer is still useful
-            print(f"octseg view: note: the '{WIDGET}' widget is not available ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
-    napari.run()
+    open_viewer(load_layers(list(args.files)), dock_widget=not args.no_widget)
     return 0
 
 

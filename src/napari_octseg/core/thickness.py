@@ -1,0 +1,264 @@
+"""Layer thickness from a label volume: per-A-scan values, en-face maps, sector grids, CSV export.
+
+Thickness of layer ``k`` (class ``k + 1``) = (boundary ``k + 1`` - boundary ``k``) x ``scale_um[1]``;
+``total retina`` = (BM - ILM) x ``scale_um[1]`` and counts fluid; ``fluid`` = fluid pixels in the
+A-scan x ``scale_um[1]``. Each fluid pixel also belongs to the layer it sits in (see
+:mod:`~napari_octseg.core.boundaries`), so the seven layers add up to the total retina exactly.
+Without a scale every value is in pixels and the unit says ``px`` (never a silent 1.0).
+
+CSV layout: two files, both with a header row, missing values left empty.
+
+* per A-scan, long format: ``volume,bscan,ascan,layer,thickness_um`` (``thickness_px`` when the
+  scale is unknown), one row per A-scan and layer, ordered by B-scan, A-scan, then layer;
+* sectors: ``layer,sector,mean_um,volume_mm3,n_ascans,coverage`` (``mean_px`` when unscaled): the
+  ETDRS or TSNIT sectors plus the ``total`` (6 mm disc) and ``scan`` (every measured A-scan) rows.
+  ``coverage`` (0-1) explains NaN means: the sector was measured less than the required fraction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, check_writable
+from .boundaries import LabelSurfaces, measure_labels
+from .classes import CLASS_NAMES, LAYER_CLASSES
+from .errors import InputError
+from .etdrs import SectorTable, sector_table
+from .progress import Progress, run_generator
+
+TOTAL_RETINA = "total retina"
+FLUID = "fluid"
+#: Every quantity measured per A-scan, in CSV and display order.
+THICKNESS_LAYERS: tuple[str, ...] = tuple(CLASS_NAMES[c] for c in LAYER_CLASSES) + (TOTAL_RETINA, FLUID)
+
+
+@dataclass
+class ThicknessMaps:
+    """En-face thickness maps of a label volume.
+
+    Attributes
+    ----------
+    maps
+        Layer name (``THICKNESS_LAYERS``) -> float32 (n_bscans, width) thickness in ``unit``, NaN where
+        not measured.
+    unit
+        ``"um"`` when ``scale_um`` is known, else ``"px"``.
+    scale_um
+        (z, y, x) pixel spacing in µm, or ``None``.
+    boundaries
+        float32 (8, n_bscans, width) boundary rows in pixels.
+    fluid_px
+        float32 (n_bscans, width) fluid pixels per A-scan.
+    """
+
+    maps: dict[str, np.ndarray]
+    unit: str
+    scale_um: tuple[float, float, float] | None
+    boundaries: np.ndarray
+    fluid_px: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_bscans, width) of every map."""
+        return tuple(self.fluid_px.shape)  # type: ignore[return-value]
+
+    def inner_retina(self) -> np.ndarray:
+        """ILM to OPL/ONL thickness (n_bscans, width), in ``unit``: thinnest at the foveal pit."""
+        return self.boundaries[4] - self.boundaries[0]
+
+    def fluid_volume_mm3(self) -> float:
+        """Fluid in the whole scan: voxels x voxel volume in mm^3 (NaN without a scale or for one B-scan)."""
+        if self.scale_um is None or self.shape[0] < 2:
+            return float("nan")
+        z, y, x = self.scale_um
+        return float(np.nansum(self.fluid_px, dtype=np.float64)) * z * y * x * 1e-9
+
+
+@dataclass
+class ThicknessReport:
+    """Everything the thickness tools show and export: maps plus the sector table."""
+
+    thickness: ThicknessMaps
+    sectors: SectorTable
+
+
+def _check_scale(scale_um: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+    if scale_um is None:
+        return None
+    scale = tuple(float(s) for s in scale_um)
+    if len(scale) != 3 or not all(np.isfinite(scale)) or scale[1] <= 0 or min(scale) < 0:
+        raise InputError(f"scale must be three non-negative (z, y, x) values in µm with y > 0; got {scale_um}")
+    return scale  # type: ignore[return-value]
+
+
+def maps_from_surfaces(surfaces: LabelSurfaces, scale_um: tuple[float, float, float] | None) -> ThicknessMaps:
+    """Thickness maps from boundary surfaces (see :func:`thickness_maps`)."""
+    scale = _check_scale(scale_um)
+    factor = np.float32(scale[1]) if scale is not None else np.float32(1.0)
+    b = surfaces.boundaries
+    maps: dict[str, np.ndarray] = {}
+    for k, c in enumerate(LAYER_CLASSES):
+        maps[CLASS_NAMES[c]] = (b[k + 1] - b[k]) * factor
+    maps[TOTAL_RETINA] = (b[-1] - b[0]) * factor
+    maps[FLUID] = surfaces.fluid_px * factor
+    return ThicknessMaps(maps, "um" if scale is not None else "px", scale, b, surfaces.fluid_px)
+
+
+def iter_thickness(
+    labels: np.ndarray, scale_um: tuple[float, float, float] | None = None
+) -> Generator[Progress, None, ThicknessMaps]:
+    """Generator form of :func:`thickness_maps` (yields B-scan progress)."""
+    scale = _check_scale(scale_um)
+    surfaces = yield from measure_labels(labels)
+    return maps_from_surfaces(surfaces, scale)
+
+
+def thickness_maps(labels: np.ndarray, scale_um: tuple[float, float, float] | None = None) -> ThicknessMaps:
+    """Per-A-scan thickness of every layer, total retina and fluid.
+
+    Parameters
+    ----------
+    labels
+        Integer labels (depth, width) or (n_bscans, depth, width), classes 0..9.
+    scale_um
+        (z, y, x) pixel spacing in µm, or ``None`` for values in pixels.
+
+    Returns
+    -------
+    ThicknessMaps
+        ``maps[layer]`` float32 (n_bscans, width) in µm (``unit="um"``) or pixels (``unit="px"``).
+
+    Raises
+    ------
+    LabelError
+        Invalid labels.
+    InputError
+        Invalid scale.
+    """
+    return run_generator(iter_thickness(labels, scale_um))
+
+
+def analyse(
+    labels: np.ndarray,
+    scale_um: tuple[float, float, float] | None = None,
+    laterality: str | None = None,
+    scan_pattern: str = "unknown",
+    fovea: tuple[float, float] | None = None,
+    min_coverage: float = 0.95,
+    bscan_order: str = "inferior_to_superior",
+) -> Generator[Progress, None, ThicknessReport]:
+    """Thickness maps and the sector grid that suits the scan, as a progress generator.
+
+    Parameters
+    ----------
+    labels
+        Integer labels (n_bscans, depth, width) (or one B-scan), classes 0..9.
+    scale_um
+        (z, y, x) µm, or ``None`` (values in pixels; no ETDRS grid).
+    laterality
+        ``"OD"``/``"OS"``/``None``; the ETDRS grid needs it.
+    scan_pattern
+        ``"volume"``/``"unknown"`` (ETDRS), ``"circle"`` (TSNIT), ``"line"`` (no grid).
+    fovea
+        (B-scan, A-scan) grid centre, or ``None`` to find the thinnest inner retina near the centre.
+    min_coverage, bscan_order
+        See :func:`napari_octseg.core.etdrs.etdrs_table`.
+
+    Yields
+    ------
+    Progress
+        B-scans measured, then a final ``"sectors"`` step.
+
+    Returns
+    -------
+    ThicknessReport
+    """
+    if fovea is not None and not all(np.isfinite(fovea)):
+        raise InputError(f"fovea must be two finite numbers (B-scan, A-scan); got {fovea}")
+    thickness = yield from iter_thickness(labels, scale_um)
+    table = sector_table(thickness.maps, thickness.unit, thickness.scale_um, scan_pattern, laterality,
+                         inner_thickness=thickness.inner_retina(), fovea=fovea, min_coverage=min_coverage,
+                         bscan_order=bscan_order)
+    n = thickness.shape[0]
+    yield Progress(n, n, "sectors")
+    return ThicknessReport(thickness, table)
+
+
+def _fmt(values: np.ndarray, decimals: int) -> list[str]:
+    """Numbers as text with ``decimals`` places; NaN as an empty field."""
+    text = np.char.mod(f"%.{decimals}f", values.astype(np.float64))
+    return np.where(np.isfinite(values), text, "").tolist()
+
+
+def ascan_csv_text(thickness: ThicknessMaps, volume_name: str) -> str:
+    """Per-A-scan long-format CSV (header ``volume,bscan,ascan,layer,thickness_<unit>``)."""
+    if "," in volume_name or "\n" in volume_name or '"' in volume_name:
+        volume_name = '"' + volume_name.replace('"', '""') + '"'
+    n, width = thickness.shape
+    stack = np.stack([thickness.maps[name] for name in THICKNESS_LAYERS], axis=-1)  # (n, W, L)
+    values = _fmt(stack.reshape(-1), 3)
+    n_layers = len(THICKNESS_LAYERS)
+    out = io.StringIO()
+    out.write(f"volume,bscan,ascan,layer,thickness_{thickness.unit}\n")
+    prefixes = [f"{volume_name},{b},{a}," for b in range(n) for a in range(width)]
+    layer_cells = [f"{name}," for name in THICKNESS_LAYERS]
+    for p, prefix in enumerate(prefixes):
+        base = p * n_layers
+        for li in range(n_layers):
+            out.write(prefix + layer_cells[li] + values[base + li] + "\n")
+    return out.getvalue()
+
+
+def sector_csv_text(table: SectorTable) -> str:
+    """Sector CSV (header ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage``)."""
+    lines = [f"layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"]
+    for r in table.rows:
+        mean, vol, cov = _fmt(np.array([r.mean, r.volume_mm3, r.coverage]), 6)
+        lines.append(f"{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}")
+    return "\n".join(lines) + "\n"
+
+
+def export_csv(
+    report: ThicknessReport,
+    ascan_path: str | os.PathLike,
+    sector_path: str | os.PathLike | None = None,
+    volume_name: str = "volume",
+    force: bool = False,
+) -> list[Path]:
+    """Write the per-A-scan CSV (and the sector CSV) atomically.
+
+    Both paths are checked before anything is written: an existing file (without ``force``) or the
+    same path twice raises and leaves every file untouched.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    OctsegError
+        A target exists and ``force`` is false.
+    InputError
+        Both paths are the same file.
+    """
+    targets = [Path(ascan_path)] + ([Path(sector_path)] if sector_path is not None else [])
+    if len(targets) == 2 and targets[0].resolve() == targets[1].resolve():
+        raise InputError(f"the per-A-scan and the sector CSV must be two different files; both are {targets[0]}")
+    for target in targets:
+        check_writable(target, force)
+    texts = [ascan_csv_text(report.thickness, volume_name)]
+    if sector_path is not None:
+        texts.append(sector_csv_text(report.sectors))
+    # Both temporaries are written before either is renamed into place: a failure leaves no file.
+    with contextlib.ExitStack() as stack:
+        for target, text in zip(targets, texts):
+            stack.enter_context(atomic_path(target)).write_text(text, encoding="utf-8")
+    return targets

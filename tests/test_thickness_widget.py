@@ -1,0 +1,130 @@
+"""Layer thickness widget: map layer, ETDRS overlay, table, fovea from Points, CSV export (run under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_octseg._napari._common import image_layer_kwargs, labels_layer_kwargs  # noqa: E402
+from napari_octseg._napari.thickness_widget import ThicknessWidget  # noqa: E402
+from napari_octseg.core.volume import OctVolume  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+SCALE = (200.0, 3.87, 50.0)
+THICK_PX = (3, 5, 7, 2, 9, 4, 3)
+
+
+def _volume(n: int = 41, width: int = 161, depth: int = 40) -> OctVolume:
+    col = np.zeros(depth, np.uint8)
+    edge = 5
+    for k, t in enumerate(THICK_PX):
+        col[edge:] = k + 1
+        edge += t
+    col[edge:] = 8
+    labels = np.broadcast_to(col[None, :, None], (n, depth, width)).copy()
+    labels[n // 2, 24:28, 70:90] = 9  # fluid pocket inside the ONL+IS (rows 22-30) of the middle B-scan
+    data = labels.astype(np.float32) / 9
+    return OctVolume(data, scale_um=SCALE, laterality="OD", scan_pattern="volume", labels=labels)
+
+
+def _measure(qtbot, widget: ThicknessWidget) -> None:
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30000)
+    assert widget.report is not None
+
+
+@pytest.fixture
+def viewer_with_volume(make_napari_viewer):
+    viewer = make_napari_viewer()
+    vol = _volume()
+    image = viewer.add_image(vol.data, **image_layer_kwargs(vol, "scan"))
+    labels = viewer.add_labels(vol.labels, **labels_layer_kwargs("scan labels", scale=SCALE))
+    return viewer, image, labels, vol
+
+
+def test_map_grid_table_and_untouched_labels(qtbot, viewer_with_volume):
+    viewer, image, labels, vol = viewer_with_volume
+    before = np.array(labels.data, copy=True)
+    widget = ThicknessWidget(viewer)
+    assert widget.source_labels.value is labels and widget.image.value is image
+    _measure(qtbot, widget)
+    m = widget.map_layer
+    assert m.data.shape == (41, 161)
+    np.testing.assert_allclose(m.scale, (SCALE[0], SCALE[2]))
+    np.testing.assert_allclose(m.data, sum(THICK_PX) * 3.87, rtol=1e-5)  # total retina, fluid counted
+    assert not image.visible and not labels.visible
+    assert widget.grid_layer is not None and len(widget.grid_layer.data) == 7  # 3 circles + 4 lines
+    ring = widget.grid_layer.data[2]  # 6 mm circle, bounding box in µm around the fovea
+    assert np.ptp(ring[:, 0]) == pytest.approx(6000) and np.ptp(ring[:, 1]) == pytest.approx(6000)
+    rows = widget.table_rows()
+    assert rows[0][:2] == ["sector", "µm"]
+    assert [r[0] for r in rows[1:]] == ["C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2", "total", "scan"]
+    assert rows[1][1] == f"{sum(THICK_PX) * 3.87:.1f}"
+    assert "µm" in widget.legend_text.value
+    np.testing.assert_array_equal(labels.data, before)
+
+    widget.layer.value = "INL"
+    np.testing.assert_allclose(widget.map_layer.data, 7 * 3.87, rtol=1e-5)
+    assert widget.map_layer is m  # the same layer is updated, not a new one each time
+    widget.layer.value = "fluid"
+    assert widget.map_layer.data[20, 75] == pytest.approx(4 * 3.87, rel=1e-5)
+    assert "fluid in the scan" in widget.note.value
+
+
+def test_fovea_from_points_layer(qtbot, viewer_with_volume):
+    viewer, _image, _labels, _vol = viewer_with_volume
+    points = viewer.add_points(np.array([[10 * SCALE[0], 0.0, 60 * SCALE[2]]]), name="fovea")
+    widget = ThicknessWidget(viewer)
+    widget.fovea.value = points
+    _measure(qtbot, widget)
+    assert widget.report.sectors.fovea == pytest.approx((10.0, 60.0))
+    empty = viewer.add_points(np.zeros((0, 3)), name="empty")
+    widget.reset_choices()
+    widget.fovea.value = empty
+    widget.start()
+    assert widget._worker is None  # refused with a notification, nothing started
+
+
+def test_export_csv_refuses_to_overwrite(qtbot, viewer_with_volume, tmp_path):
+    viewer, *_ = viewer_with_volume
+    widget = ThicknessWidget(viewer)
+    assert widget.export_csv(tmp_path / "early.csv") is None  # nothing measured yet
+    _measure(qtbot, widget)
+    out = tmp_path / "t.csv"
+    written = widget.export_csv(out)
+    assert written == [out, tmp_path / "t_etdrs.csv"]
+    assert out.read_text().splitlines()[0] == "volume,bscan,ascan,layer,thickness_um"
+    assert len(out.read_text().splitlines()) == 1 + 41 * 161 * 9
+    out.write_text("mine")
+    assert widget.export_csv(out) is None
+    assert out.read_text() == "mine"
+    assert widget.export_csv(out, force=True) is not None and out.read_text() != "mine"
+
+
+def test_shape_mismatch_is_one_error(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    vol = _volume()
+    image = viewer.add_image(vol.data[:, :, :100], **image_layer_kwargs(vol, "other"))
+    viewer.add_labels(vol.labels, **labels_layer_kwargs("labels", scale=SCALE))
+    widget = ThicknessWidget(viewer)
+    widget.image.value = image
+    widget.start()
+    assert widget._worker is None and widget.report is None
+
+
+def test_circle_scan_shows_tsnit(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    vol = _volume(n=1, width=360)
+    vol.scan_pattern = "circle"
+    viewer.add_image(vol.data, **image_layer_kwargs(vol, "circle"))
+    viewer.add_labels(vol.labels, **labels_layer_kwargs("circle labels", scale=SCALE))
+    widget = ThicknessWidget(viewer)
+    _measure(qtbot, widget)
+    assert widget.report.sectors.grid == "tsnit"
+    assert widget.map_layer.data.shape == (1, 360)
+    assert len(widget.grid_layer.data) == 6  # sector edges
+    assert [r[0] for r in widget.table_rows()[1:]] == ["G", "T", "TS", "NS", "N", "NI", "TI"]
+    assert widget.sector_path("x.csv").name == "x_tsnit.csv"
