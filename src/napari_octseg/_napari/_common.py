@@ -134,7 +134,12 @@ def start_worker(
     """
     from napari.qt.threading import create_worker
 
-    worker = create_worker(gen_factory, _start_thread=False, _ignore_errors=True)
+    def work() -> Generator[Any, Any, Any]:
+        # a plain generator function, so napari makes a GeneratorWorker (with ``yielded``) even when
+        # gen_factory is a lambda or partial returning a generator
+        return (yield from gen_factory())
+
+    worker = create_worker(work, _start_thread=False, _ignore_errors=True)
     worker.yielded.connect(on_yield)
     worker.returned.connect(on_return)
     worker.errored.connect(report_error)
