@@ -1,0 +1,139 @@
+"""``octseg gradcam``: heatmap TIFF + JSON per input, no overwrite, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_octseg.cli import main
+from napari_octseg.core.progress import run_generator
+from napari_octseg.explain import gradcam
+from napari_octseg.io import read
+from napari_octseg.models import SegNet, SegNetConfig, load_checkpoint, save_checkpoint
+from napari_octseg.models.registry import bundled_path
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, SegNet(SegNetConfig(widths=(4, 8, 8))).eval())
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path, rng):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "vol.npy", rng.random((3, 40, 36)).astype(np.float32))
+    np.save(folder / "bscan.npy", (rng.random((33, 47)) * 255).astype(np.uint8))
+    return folder
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _cli(*args):
+    return main(["gradcam", *map(str, args)])
+
+
+def test_writes_heatmaps_and_sidecar(tmp_path, inputs, model_path, capsys):
+    out = tmp_path / "out"
+    paths = [inputs / "vol.npy", inputs / "bscan.npy"]
+    code = _cli(*paths, "--out", out, "--model", model_path, "--device", "cpu", "--classes", "1,INL,9", "--target", "image")
+    assert code == 0, capsys.readouterr().err
+    assert _files(out) == ["bscan.gradcam.json", "bscan.gradcam.tif", "vol.gradcam.json", "vol.gradcam.tif"]
+    loaded = load_checkpoint(model_path)
+    for path, shape in zip(paths, [(3, 3, 40, 36), (3, 1, 33, 47)], strict=True):
+        heat = tifffile.imread(out / f"{path.stem}.gradcam.tif").reshape(shape)
+        assert heat.dtype == np.float16
+        expected = run_generator(gradcam(read(path), loaded, [1, 3, 9], target="image", device="cpu"))
+        np.testing.assert_array_equal(heat, expected.heatmaps)
+        assert float(heat.max()) > 0
+        meta = json.loads((out / f"{path.stem}.gradcam.json").read_text())
+        assert meta["classes"] == [1, 3, 9] and meta["class_names"] == ["NFL", "INL", "fluid"]
+        assert meta["layer"] == "decoder" and meta["target"] == "image" and meta["axes"] == "CZYX"
+        assert meta["shape"] == list(shape) and meta["model"] == str(model_path)
+        assert meta["stats"]["INL"]["max"] == pytest.approx(expected.stats[3]["max"], rel=1e-6)
+        assert meta["stats"]["fluid"]["mean"] == pytest.approx(expected.stats[9]["mean"], rel=1e-6)
+
+
+def test_uint8_output_and_final_layer(tmp_path, inputs, model_path):
+    out = tmp_path / "out"
+    args = [inputs / "vol.npy", "--out", out, "--model", model_path, "--device", "cpu", "--quiet"]
+    assert _cli(*args, "--dtype", "uint8", "--layer", "final", "--target", "image") == 0
+    heat = tifffile.imread(out / "vol.gradcam.tif")
+    assert heat.dtype == np.uint8 and heat.shape == (10, 3, 40, 36) and heat.max() == 255
+    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "final"
+
+
+def test_existing_outputs_kept_unless_force(tmp_path, inputs, model_path, capsys):
+    out = tmp_path / "out"
+    args = [inputs / "vol.npy", "--out", out, "--model", model_path, "--device", "cpu", "--quiet"]
+    assert _cli(*args) == 0
+    (out / "vol.gradcam.json").write_text("mine")
+    assert _cli(*args) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "vol.gradcam.json").read_text() == "mine"
+    assert _cli(*args, "--force") == 0
+    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "decoder"
+
+
+def test_bad_input_is_one_line_and_writes_nothing_for_it(tmp_path, inputs, model_path, capsys):
+    bad = np.ones((2, 20, 20), np.float32)
+    bad[1, 4, 4] = np.nan
+    np.save(inputs / "nan.npy", bad)
+    out = tmp_path / "out"
+    code = _cli(inputs / "nan.npy", inputs / "vol.npy", "--out", out, "--model", model_path, "--device", "cpu", "--quiet")
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nan.npy" in err[0] and "NaN" in err[0]
+    assert _files(out) == ["vol.gradcam.json", "vol.gradcam.tif"]  # no temp files, nothing for nan.npy
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--classes", "1,macula"], "unknown class"),
+        (["--classes", "1,,2"], "empty item"),
+        (["--layer", "encoder.3"], "unknown Grad-CAM layer"),
+        (["--batch-size", "0"], "batch-size"),
+    ],
+)
+def test_bad_options_stop_before_anything_is_written(tmp_path, inputs, model_path, capsys, extra, message):
+    out = tmp_path / "out"
+    code = _cli(inputs / "vol.npy", "--out", out, "--model", model_path, "--device", "cpu", *extra)
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_missing_model_file_is_one_line(tmp_path, inputs, capsys):
+    code = _cli(inputs / "vol.npy", "--out", tmp_path / "out", "--model", tmp_path / "nope.pt")
+    assert code == 1
+    assert "no such model file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(bundled_path().is_file(), reason="the bundled model is installed")
+def test_missing_bundled_model_is_explained(tmp_path, inputs, capsys):
+    assert _cli(inputs / "vol.npy", "--out", tmp_path / "out") == 1
+    assert "bundled model" in capsys.readouterr().err
+
+
+def test_console_entry_point(tmp_path, inputs, model_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "napari_octseg", "gradcam", str(inputs / "bscan.npy"), "--out", str(out)]
+    proc = subprocess.run([*cmd, "--model", str(model_path), "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _files(out) == ["bscan.gradcam.json", "bscan.gradcam.tif"]
