@@ -2,8 +2,8 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser whose
 default ``func`` runs the command and returns an exit code. User-facing problems
-(:class:`~napari_octseg.core.errors.OctsegError`) print one line on stderr and exit 1; nothing
-prints a traceback.
+(:class:`~napari_octseg.core.errors.OctsegError`, and ``OSError`` such as an output folder that cannot be
+created) print one line on stderr and exit 1; nothing prints a traceback.
 """
 
 from __future__ import annotations
@@ -56,6 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print(f"octseg {args.command}: error: out of memory", file=sys.stderr)
         return 1
+    except OSError as exc:  # a folder that cannot be created, a full disk...: the user's to fix, not a bug
+        print(f"octseg {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
+        return 1
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line naming the file and the system's reason, e.g. ``out/x.tif: No space left on device``."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ concern every input (model file, device, output folder) stop before anything is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import atomic_path, atomic_write_text, check_writable
+from ..core.atomic import atomic_path, check_writable
 from ..core.errors import InputError, OctsegError
 
 LABELS_SUFFIX = ".labels.tif"
@@ -54,18 +55,20 @@ def _stem(path: Path) -> str:
 
 
 def _write_outputs(tif_path: Path, json_path: Path, labels: np.ndarray, sidecar: dict, force: bool) -> None:
-    """Write the label TIFF and its sidecar atomically; leave neither behind if either fails."""
+    """Write the label TIFF and its sidecar atomically; if either fails, neither is written.
+
+    Both temporaries are complete before either is renamed into place, so a failure (full disk,
+    Ctrl-C) also leaves outputs that ``--force`` was about to replace intact.
+    """
     import tifffile
 
     check_writable(tif_path, force)
     check_writable(json_path, force)
-    with atomic_path(tif_path) as tmp:
-        tifffile.imwrite(tmp, labels, photometric="minisblack", metadata={"axes": "ZYX"})
-    try:
-        atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
-    except BaseException:
-        tif_path.unlink(missing_ok=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        tmp_tif = stack.enter_context(atomic_path(tif_path))
+        tmp_json = stack.enter_context(atomic_path(json_path))
+        tifffile.imwrite(tmp_tif, labels, photometric="minisblack", metadata={"axes": "ZYX"})
+        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
 
 def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) -> str:
