@@ -45,3 +45,44 @@ def tiny_model():
 
     torch.manual_seed(0)
     return LoadedModel(model=SegNet(SegNetConfig(widths=(4, 8, 8))).eval(), source="<tiny test model>")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A checkpoint file of a random, very small SegNet (seed 0, classifier bias zero, so it predicts a
+    mix of classes), whose training record holds a long ``history`` (summaries must leave it out)."""
+    import torch
+
+    from napari_octseg.models import SegNet, SegNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
+    with torch.no_grad():
+        net.classifier.bias.zero_()
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, net, training={"data": "none (random test model)", "epochs": 2, "history": list(range(3000))})
+    return path
+
+
+@pytest.fixture
+def oct_inputs(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """Folder ``in`` with ``vol.npy`` (3, 40, 36) float32, ``bscan.npy`` (33, 47) uint8 and ``stack.tif``
+    (2, 32, 32) uint8: a volume, a single B-scan and a TIFF stack, random content."""
+    import tifffile
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "vol.npy", rng.random((3, 40, 36)).astype(np.float32))
+    np.save(folder / "bscan.npy", (rng.random((33, 47)) * 255).astype(np.uint8))
+    tifffile.imwrite(folder / "stack.tif", (rng.random((2, 32, 32)) * 255).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """Every notification a widget would show through ``_napari._common.report_error`` (GUI tests)."""
+    from napari_octseg._napari import _common
+
+    shown: list[BaseException] = []
+    monkeypatch.setattr(_common, "report_error", shown.append)
+    return shown

@@ -15,44 +15,23 @@ import torch
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
 from napari_octseg.inference import segment
-from napari_octseg.models import SegNet, SegNetConfig, load_checkpoint, save_checkpoint
+from napari_octseg.models import load_checkpoint
 from napari_octseg.models.registry import bundled_path
-
-
-@pytest.fixture
-def model_path(tmp_path):
-    torch.manual_seed(0)
-    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
-    with torch.no_grad():
-        net.classifier.bias.zero_()
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, net, training={"data": "Duke 01-06", "epochs": 2, "history": list(range(3000))})
-    return path
-
-
-@pytest.fixture
-def inputs(tmp_path, rng):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    np.save(folder / "vol.npy", rng.random((3, 40, 36)).astype(np.float32))
-    np.save(folder / "bscan.npy", (rng.random((33, 47)) * 255).astype(np.uint8))
-    tifffile.imwrite(folder / "stack.tif", (rng.random((2, 32, 32)) * 255).astype(np.uint8))
-    return folder
 
 
 def _files(folder):
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_writes_labels_and_sidecar_per_input(tmp_path, inputs, model_path, capsys):
+def test_writes_labels_and_sidecar_per_input(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     out = tmp_path / "out"
-    paths = [inputs / "vol.npy", inputs / "bscan.npy", inputs / "stack.tif"]
-    code = main(["segment", *map(str, paths), "--out", str(out), "--model", str(model_path), "--device", "cpu"])
+    paths = [oct_inputs / "vol.npy", oct_inputs / "bscan.npy", oct_inputs / "stack.tif"]
+    code = main(["segment", *map(str, paths), "--out", str(out), "--model", str(tiny_checkpoint), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert _files(out) == sorted(
         f"{stem}.labels.{ext}" for stem in ("vol", "bscan", "stack") for ext in ("tif", "json")
     )
-    model = load_checkpoint(model_path)
+    model = load_checkpoint(tiny_checkpoint)
     for path, shape in zip(paths, [(3, 40, 36), (1, 33, 47), (2, 32, 32)]):
         labels = tifffile.imread(out / f"{path.stem}.labels.tif")
         if labels.ndim == 2:  # tifffile squeezes a single page on reading
@@ -65,16 +44,16 @@ def test_writes_labels_and_sidecar_per_input(tmp_path, inputs, model_path, capsy
         info = json.loads((out / f"{path.stem}.labels.json").read_text())
         assert info["shape"] == list(shape) and info["class_names"][1] == "NFL"
         assert info["input"] == str(path.resolve()) and info["labels_file"] == f"{path.stem}.labels.tif"
-        assert info["model"]["source"] == str(model_path)
-        assert info["model"]["training"] == {"data": "Duke 01-06", "epochs": 2}
+        assert info["model"]["source"] == str(tiny_checkpoint)
+        assert info["model"]["training"] == {"data": "none (random test model)", "epochs": 2}
         assert info["device"] == "cpu" and info["seconds"] >= 0
         assert "scale_um" in info and sum(info["pixel_counts"].values()) == int(np.prod(shape))
     assert "3 of 3 inputs segmented" in capsys.readouterr().out
 
 
-def test_refuses_to_overwrite_without_force(tmp_path, inputs, model_path, capsys):
+def test_refuses_to_overwrite_without_force(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     out = tmp_path / "out"
-    args = ["segment", str(inputs / "vol.npy"), "--out", str(out), "--model", str(model_path), "--quiet"]
+    args = ["segment", str(oct_inputs / "vol.npy"), "--out", str(out), "--model", str(tiny_checkpoint), "--quiet"]
     assert main(args) == 0
     (out / "vol.labels.tif").write_bytes(b"user's file")
     capsys.readouterr()
@@ -87,14 +66,14 @@ def test_refuses_to_overwrite_without_force(tmp_path, inputs, model_path, capsys
     assert _files(out) == ["vol.labels.json", "vol.labels.tif"]  # no temporary files left
 
 
-def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, inputs, model_path, capsys):
-    (inputs / "foreign.vol").write_bytes(os.urandom(4096))
-    np.save(inputs / "nan.npy", np.full((2, 16, 16), np.nan, np.float32))
-    (inputs / "empty.tif").write_bytes(b"")
+def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, oct_inputs, tiny_checkpoint, capsys):
+    (oct_inputs / "foreign.vol").write_bytes(os.urandom(4096))
+    np.save(oct_inputs / "nan.npy", np.full((2, 16, 16), np.nan, np.float32))
+    (oct_inputs / "empty.tif").write_bytes(b"")
     out = tmp_path / "out"
     names = ["foreign.vol", "nan.npy", "vol.npy", "missing.npy", "empty.tif"]
-    args = ["--out", str(out), "--model", str(model_path), "--quiet"]
-    code = main(["segment", *(str(inputs / n) for n in names), *args])
+    args = ["--out", str(out), "--model", str(tiny_checkpoint), "--quiet"]
+    code = main(["segment", *(str(oct_inputs / n) for n in names), *args])
     assert code == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -105,13 +84,13 @@ def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, inputs, model_
     assert "1 of 5 inputs segmented" in captured.out
 
 
-def test_duplicate_output_names_are_refused(tmp_path, inputs, model_path, capsys):
+def test_duplicate_output_names_are_refused(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     other = tmp_path / "other"
     other.mkdir()
     np.save(other / "vol.npy", np.zeros((1, 16, 16), np.float32))
     out = tmp_path / "out"
-    code = main(["segment", str(inputs / "vol.npy"), str(other / "vol.npy"), "--out", str(out),
-                 "--model", str(model_path), "--quiet"])  # fmt: skip
+    code = main(["segment", str(oct_inputs / "vol.npy"), str(other / "vol.npy"), "--out", str(out),
+                 "--model", str(tiny_checkpoint), "--quiet"])  # fmt: skip
     assert code == 1 and "same output name" in capsys.readouterr().err
     assert tifffile.imread(out / "vol.labels.tif").shape == (3, 40, 36)  # the first input's, kept
 
@@ -126,57 +105,57 @@ class _WritesAFile:
         return (open, (self.path, "w"))
 
 
-def test_model_file_that_would_run_code_is_refused(tmp_path, inputs, model_path, capsys):
+def test_model_file_that_would_run_code_is_refused(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     marker = tmp_path / "pwned.txt"
     evil = tmp_path / "evil.pt"
-    payload = torch.load(model_path, weights_only=True)
+    payload = torch.load(tiny_checkpoint, weights_only=True)
     payload["training"] = {"note": _WritesAFile(marker)}
     torch.save(payload, evil)
     out = tmp_path / "out"
-    code = main(["segment", str(inputs / "vol.npy"), "--out", str(out), "--model", str(evil), "--quiet"])
+    code = main(["segment", str(oct_inputs / "vol.npy"), "--out", str(out), "--model", str(evil), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "refused for safety" in err
     assert not marker.exists() and not out.exists()
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 garbage", b"\x80\x02K\x01."])
-def test_invalid_model_files_are_refused(tmp_path, inputs, content, capsys):
+def test_invalid_model_files_are_refused(tmp_path, oct_inputs, content, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)
     out = tmp_path / "out"
-    assert main(["segment", str(inputs / "vol.npy"), "--out", str(out), "--model", str(bad), "--quiet"]) == 1
+    assert main(["segment", str(oct_inputs / "vol.npy"), "--out", str(out), "--model", str(bad), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("octseg segment: error: ") and err.count("\n") == 0 and "checkpoint" in err
     assert not out.exists()
 
 
-def test_absent_device_and_bad_options(tmp_path, inputs, model_path, capsys):
+def test_absent_device_and_bad_options(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     out = tmp_path / "out"
-    base = ["segment", str(inputs / "vol.npy"), "--out", str(out), "--model", str(model_path), "--quiet"]
+    base = ["segment", str(oct_inputs / "vol.npy"), "--out", str(out), "--model", str(tiny_checkpoint), "--quiet"]
     if not torch.cuda.is_available():
         assert main([*base, "--device", "cuda"]) == 1
         assert "not available" in capsys.readouterr().err
     assert main([*base, "--batch-size", "0"]) == 1
     assert "--batch-size" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
-    assert main(["segment", str(inputs / "vol.npy"), "--out", str(tmp_path / "afile"), "--model", str(model_path)]) == 1
+    assert main(["segment", str(oct_inputs / "vol.npy"), "--out", str(tmp_path / "afile"), "--model", str(tiny_checkpoint)]) == 1
     assert "not a folder" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_missing_bundled_model_is_one_line(tmp_path, inputs, capsys):
+def test_missing_bundled_model_is_one_line(tmp_path, oct_inputs, capsys):
     if bundled_path().is_file():
         pytest.skip("the bundled model is installed: nothing missing to report")
-    assert main(["segment", str(inputs / "vol.npy"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["segment", str(oct_inputs / "vol.npy"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err
 
 
-def test_command_line_entry_point_prints_no_traceback(tmp_path, inputs, model_path):
-    (inputs / "foreign.vol").write_bytes(b"\x00" * 100)
+def test_command_line_entry_point_prints_no_traceback(tmp_path, oct_inputs, tiny_checkpoint):
+    (oct_inputs / "foreign.vol").write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "napari_octseg", "segment", str(inputs / "foreign.vol"), str(inputs / "vol.npy"),
-           "--out", str(out), "--model", str(model_path), "--device", "cpu"]  # fmt: skip
+    cmd = [sys.executable, "-m", "napari_octseg", "segment", str(oct_inputs / "foreign.vol"), str(oct_inputs / "vol.npy"),
+           "--out", str(out), "--model", str(tiny_checkpoint), "--device", "cpu"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "foreign.vol" in proc.stderr

@@ -12,31 +12,13 @@ from torch import nn
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari_octseg._napari import _common  # noqa: E402
 from napari_octseg._napari import explain_widget as ew  # noqa: E402
 from napari_octseg.core.progress import run_generator  # noqa: E402
 from napari_octseg.explain import gradcam  # noqa: E402
-from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, load_checkpoint, save_checkpoint  # noqa: E402
+from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, load_checkpoint  # noqa: E402
 from napari_octseg.models.registry import bundled_path  # noqa: E402
 
 SCALE = (120.0, 3.9, 11.3)
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, SegNet(SegNetConfig(widths=(4, 8, 8))).eval())
-    return path
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Every notification the widget would show."""
-    shown: list[BaseException] = []
-    monkeypatch.setattr(_common, "report_error", shown.append)
-    monkeypatch.setattr(ew, "report_error", shown.append)
-    return shown
 
 
 @pytest.fixture

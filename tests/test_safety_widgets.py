@@ -51,7 +51,7 @@ def volume():
 def errors(monkeypatch):
     """Every notification a widget would show."""
     shown: list[BaseException] = []
-    for module in (_common, sw, ew, tw, fw):
+    for module in (_common, tw, fw):  # segment and explain report through _common
         monkeypatch.setattr(module, "report_error", shown.append)
     return shown
 

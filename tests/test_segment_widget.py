@@ -12,32 +12,12 @@ from torch import nn
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari_octseg._napari import _common  # noqa: E402
+from napari_octseg._napari import _model_panel  # noqa: E402
 from napari_octseg._napari import segment_widget as sw  # noqa: E402
 from napari_octseg.inference import bscan_hashes, edited_bscans  # noqa: E402
-from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, save_checkpoint  # noqa: E402
+from napari_octseg.models import LoadedModel, SegNet, SegNetConfig  # noqa: E402
 
 SCALE = (120.0, 3.9, 11.3)
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
-    with torch.no_grad():
-        net.classifier.bias.zero_()
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, net, training={"data": "none (random test model)"})
-    return path
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Every notification the widget would show (the real one would go to napari's manager)."""
-    shown: list[BaseException] = []
-    monkeypatch.setattr(_common, "report_error", shown.append)
-    monkeypatch.setattr(sw, "report_error", shown.append)
-    return shown
 
 
 @pytest.fixture
@@ -206,7 +186,7 @@ def test_missing_file_device_or_image_are_reported_without_a_worker(
 
 
 def test_missing_bundled_model_is_explained(make_napari_viewer, volume_data, errors, monkeypatch, tmp_path):
-    monkeypatch.setattr(sw, "bundled_path", lambda name="default": tmp_path / "octseg_default.pt")
+    monkeypatch.setattr(_model_panel, "bundled_path", lambda name="default": tmp_path / "octseg_default.pt")
     viewer = make_napari_viewer()
     viewer.add_image(volume_data, name="scan")
     widget = sw.SegmentWidget(viewer)

@@ -11,33 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    Label,
-    ProgressBar,
-    PushButton,
-    Select,
-    Table,
-)
-
+from magicgui.widgets import ComboBox, Select, Table
 from qtpy.QtWidgets import QStyledItemDelegate
 
 from ..core.classes import CLASS_NAMES, SCORED_CLASSES
-from ..core.errors import CheckpointError, InputError, OctsegError
+from ..core.errors import InputError
 from ..core.progress import Progress
 from ..explain import GradCamResult, gradcam
-from ..models.device import DEVICE_CHOICES, select_device
-from ..models.registry import bundled_path, load_model
-from ._common import Image, report_error, start_worker, unique_layer_name, volume_from_layer
+from ..models.registry import load_model
+from ._common import Image, unique_layer_name, volume_from_layer
+from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
-DEFAULT_CHOICE = "bundled default"
-FILE_CHOICE = "checkpoint file"
+__all__ = ["COLORMAP", "DEFAULT_CHOICE", "FILE_CHOICE", "GRADCAM_KEY", "ExplainWidget", "heatmap_layer_name"]
+
 #: (label shown, layer name passed to gradcam). Coarser decoder levels exist in every SegNet of depth >= 2.
 LAYER_CHOICES: list[tuple[str, str]] = [
     ("last decoder conv (decoder)", "decoder"),
@@ -75,15 +64,14 @@ def heatmap_layer_name(class_name: str, image_name: str) -> str:
     return f"Grad-CAM {class_name} ({image_name})"
 
 
-class ExplainWidget(Container):
+class ExplainWidget(ModelJobWidget):
     """Per-class Grad-CAM heatmaps of an OCT image layer, as colour-mapped image layers."""
 
+    run_text = "Explain (Grad-CAM)"
+    action = "explain"
+    busy = "explaining"
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self._viewer = viewer
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.model_choice = ComboBox(label="model", choices=[DEFAULT_CHOICE, FILE_CHOICE], value=DEFAULT_CHOICE)
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pt", visible=False)
-        self.model_info = Label(value="")
         class_choices = [(f"{i} {name}", i) for i, name in enumerate(CLASS_NAMES)]
         self.classes = Select(label="classes", choices=class_choices, value=list(SCORED_CLASSES))
         # tall enough for the 10 classes without a scroll bar, no taller
@@ -94,11 +82,6 @@ class ExplainWidget(Container):
             choices=[("predicted as the class", "predicted"), ("whole B-scan", "image")],
             value="predicted",
         )
-        self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
-        self.run_button = PushButton(text="Explain (Grad-CAM)")
-        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
         self.show_class = ComboBox(label="show", choices=[], enabled=False)
         self.table = Table(value={"data": [], "columns": list(TABLE_COLUMNS)})
         self.table.read_only = True
@@ -106,151 +89,41 @@ class ExplainWidget(Container):
         self._plain_cells = QStyledItemDelegate(self.table.native)
         self.table.native.setItemDelegate(self._plain_cells)
         self.table.visible = False
-        super().__init__(
-            widgets=[
-                self.image,
-                self.model_choice,
-                self.checkpoint,
-                self.model_info,
-                self.classes,
-                self.conv_layer,
-                self.target,
-                self.device,
-                self.run_button,
-                self.progress,
-                self.cancel_button,
-                self.status,
-                self.show_class,
-                self.table,
-            ]
-        )
-        self._worker: Any = None
-        self._cancel_requested = False
         #: Heatmap layers of the latest run, by class name.
         self.heatmap_layers: dict[str, Image] = {}
-        self.model_choice.changed.connect(self._update_model_info)
-        self.checkpoint.changed.connect(self._update_model_info)
-        self.run_button.changed.connect(self.start)
-        self.cancel_button.changed.connect(self.cancel)
+        super().__init__(
+            viewer, options=[self.classes, self.conv_layer, self.target], results=[self.show_class, self.table]
+        )
         self.show_class.changed.connect(self._show_selected)
-        viewer.layers.events.inserted.connect(self._on_layers_changed)
-        viewer.layers.events.removed.connect(self._on_layers_changed)
-        for layer in viewer.layers:
-            layer.events.name.connect(self._refresh_images)
-        self._update_model_info()
 
-    # -- choices and messages ------------------------------------------------------------------
+    def _offers_image(self, layer: Image) -> bool:
+        return GRADCAM_KEY not in layer.metadata
 
-    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [
-            (layer.name, layer)
-            for layer in self._viewer.layers
-            if isinstance(layer, Image) and GRADCAM_KEY not in layer.metadata
-        ]
+    def _layer_removed(self, layer: Any) -> None:
+        self.heatmap_layers = {k: v for k, v in self.heatmap_layers.items() if v is not layer}
 
-    def _refresh_images(self, _event: Any = None) -> None:
-        self.image.reset_choices()
+    def _check_options(self) -> None:
+        if not self.classes.value:
+            raise InputError("select at least one class to explain")
 
-    def _on_layers_changed(self, event: Any) -> None:
-        if event.type == "inserted":
-            event.value.events.name.connect(self._refresh_images)
-        else:
-            self.heatmap_layers = {k: v for k, v in self.heatmap_layers.items() if v is not event.value}
-        self._refresh_images()
-
-    def _model_spec(self) -> str | None:
-        """``None`` for the bundled default, else the chosen checkpoint path."""
-        if self.model_choice.value == DEFAULT_CHOICE:
-            return None
-        return str(self.checkpoint.value)
-
-    def _update_model_info(self, _value: Any = None) -> None:
-        use_file = self.model_choice.value == FILE_CHOICE
-        self.checkpoint.visible = use_file
-        if not use_file:
-            path = bundled_path()
-            if path.is_file():
-                self.model_info.value = f"bundled model: {path.name}"
-            else:
-                self.model_info.value = (
-                    f"The bundled default model ({path.name}) is not installed.\nChoose 'checkpoint file' instead."
-                )
-        else:
-            path = Path(self.checkpoint.value)
-            self.model_info.value = f"model file: {path.name}" if path.is_file() else "Choose a checkpoint (.pt) file."
-
-    # -- running -------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._worker is not None
-
-    def start(self, _value: Any = None) -> None:
-        """Start Grad-CAM on the chosen image layer (no-op while a run is in progress)."""
-        if self.running:
-            return
-        layer = self.image.value
-        try:
-            if layer is None:
-                raise OctsegError("no image layer to explain: open an OCT volume first")
-            classes = sorted(self.classes.value)
-            if not classes:
-                raise InputError("select at least one class to explain")
-            spec = self._model_spec()
-            if spec is None and not bundled_path().is_file():
-                raise CheckpointError(
-                    f"the bundled default model ({bundled_path().name}) is not installed; choose a checkpoint file"
-                )
-            if spec is not None and not Path(spec).is_file():
-                raise CheckpointError(f"{spec}: no such model file")
-            select_device(self.device.value)
-        except OctsegError as exc:
-            report_error(exc)
-            return
-        self._cancel_requested = False
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = f"explaining {layer.name}..."
-        job = partial(
+    def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
+        classes = sorted(self.classes.value)
+        return partial(
             _gradcam_job,
             layer,
-            spec,
+            model_spec,
             classes,
             self.conv_layer.value,
             self.target.value,
             self.device.value,
-            self._cancel_is_requested,
+            cancel,
         )
-        self._worker = start_worker(job, on_yield=self._on_progress, on_return=self._on_result, on_finish=self._on_finish)
 
-    def _cancel_is_requested(self) -> bool:
-        return self._cancel_requested
+    def _progress_text(self, event: Progress) -> str:
+        return f"Grad-CAM: B-scan {event.done}/{event.total}"
 
-    def cancel(self, _value: Any = None) -> None:
-        """Ask the running Grad-CAM to stop before its next B-scan (no layer is added)."""
-        if self.running:
-            self._cancel_requested = True
-            self.status.value = "cancelling..."
-
-    def _on_progress(self, event: Any) -> None:
-        if isinstance(event, Progress):
-            self.progress.max = max(event.total, 1)
-            self.progress.value = event.done
-            self.status.value = f"Grad-CAM: B-scan {event.done}/{event.total}"
-
-    def _on_result(self, payload: Any) -> None:
-        if payload is None:  # the worker was aborted: nothing to add
-            return
-        image, result = payload
-        self.add_heatmap_layers(image, result)
-
-    def _on_finish(self) -> None:
-        self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        if self._cancel_requested:
-            self.status.value = "cancelled: no layer added"
+    def _show_result(self, payload: tuple[Image, GradCamResult]) -> None:
+        self.add_heatmap_layers(*payload)
 
     # -- results ---------------------------------------------------------------------------------
 

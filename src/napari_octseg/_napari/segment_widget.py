@@ -13,21 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
-from ..core.errors import CheckpointError, OctsegError
 from ..core.progress import Progress
 from ..inference import SegmentationResult, bscan_hashes, segment
-from ..models.device import DEVICE_CHOICES, select_device
-from ..models.registry import bundled_path, load_model
-from ._common import Image, labels_layer_kwargs, report_error, start_worker, unique_layer_name, volume_from_layer
+from ..models.registry import load_model
+from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
+from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
-DEFAULT_CHOICE = "bundled default"
-FILE_CHOICE = "checkpoint file"
+__all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "SEGMENTATION_KEY", "SegmentWidget"]
+
 #: Metadata key of the record of the automatic result (per-B-scan digests).
 AUTO_LABELS_KEY = "octseg_auto_labels"
 #: Metadata key describing how the labels were made (model, classes, device, time).
@@ -48,152 +45,27 @@ def _segmentation_job(
     return layer, loaded, result
 
 
-class SegmentWidget(Container):
+class SegmentWidget(ModelJobWidget):
     """Segment the retinal layers of an OCT image layer into a new Labels layer."""
 
+    run_text = "Segment layers"
+    action = "segment"
+    busy = "segmenting"
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self._viewer = viewer
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.model_choice = ComboBox(label="model", choices=[DEFAULT_CHOICE, FILE_CHOICE], value=DEFAULT_CHOICE)
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pt", visible=False)
-        self.model_info = Label(value="")
-        self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
-        self.batch_size = SpinBox(label="batch size", value=4, min=1, max=256)
-        self.run_button = PushButton(text="Segment layers")
-        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        super().__init__(
-            widgets=[
-                self.image,
-                self.model_choice,
-                self.checkpoint,
-                self.model_info,
-                self.device,
-                self.batch_size,
-                self.run_button,
-                self.progress,
-                self.cancel_button,
-                self.status,
-            ]
-        )
-        self._worker: Any = None
-        self._cancel_requested = False
-        self.model_choice.changed.connect(self._update_model_info)
-        self.checkpoint.changed.connect(self._update_model_info)
-        self.run_button.changed.connect(self.start)
-        self.cancel_button.changed.connect(self.cancel)
-        viewer.layers.events.inserted.connect(self._on_layers_changed)
-        viewer.layers.events.removed.connect(self._on_layers_changed)
-        for layer in viewer.layers:
-            layer.events.name.connect(self._refresh_images)
-        self._update_model_info()
+        super().__init__(viewer, batch_size=4)
 
-    # -- choices and messages ------------------------------------------------------------------
+    def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
+        return partial(_segmentation_job, layer, model_spec, self.device.value, int(self.batch_size.value), cancel)
 
-    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
-
-    def _refresh_images(self, _event: Any = None) -> None:
-        self.image.reset_choices()
-
-    def _on_layers_changed(self, event: Any) -> None:
-        if event.type == "inserted":
-            event.value.events.name.connect(self._refresh_images)
-        self._refresh_images()
-
-    def _model_spec(self) -> str | None:
-        """``None`` for the bundled default, else the chosen checkpoint path."""
-        if self.model_choice.value == DEFAULT_CHOICE:
-            return None
-        return str(self.checkpoint.value)
-
-    def _update_model_info(self, _value: Any = None) -> None:
-        use_file = self.model_choice.value == FILE_CHOICE
-        self.checkpoint.visible = use_file
-        if not use_file:
-            path = bundled_path()
-            if path.is_file():
-                self.model_info.value = f"bundled model: {path.name}"
-            else:
-                self.model_info.value = (
-                    f"The bundled default model ({path.name}) is not installed.\nChoose 'checkpoint file' instead."
-                )
-        else:
-            path = Path(self.checkpoint.value)
-            self.model_info.value = f"model file: {path.name}" if path.is_file() else "Choose a checkpoint (.pt) file."
-
-    # -- running -------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._worker is not None
-
-    def start(self, _value: Any = None) -> None:
-        """Start segmenting the chosen image layer (no-op while a run is in progress)."""
-        if self.running:
-            return
-        layer = self.image.value
-        try:
-            if layer is None:
-                raise OctsegError("no image layer to segment: open an OCT volume first")
-            spec = self._model_spec()
-            if spec is None and not bundled_path().is_file():
-                raise CheckpointError(
-                    f"the bundled default model ({bundled_path().name}) is not installed; choose a checkpoint file"
-                )
-            if spec is not None and not Path(spec).is_file():
-                raise CheckpointError(f"{spec}: no such model file")
-            select_device(self.device.value)
-        except OctsegError as exc:
-            report_error(exc)
-            return
-        self._cancel_requested = False
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = f"segmenting {layer.name}..."
-        device, batch_size = self.device.value, int(self.batch_size.value)
-        # start_worker needs a generator *function* (napari picks the worker type from it): a partial
-        # of one qualifies, a lambda returning a generator does not.
-        self._worker = start_worker(
-            partial(_segmentation_job, layer, spec, device, batch_size, self._cancel_is_requested),
-            on_yield=self._on_progress,
-            on_return=self._on_result,
-            on_finish=self._on_finish,
+    def _progress_text(self, event: Progress) -> str:
+        info = event.info or {}
+        return (
+            f"B-scan {event.done}/{event.total} on {info.get('device', '?')} (batch {info.get('batch_size', '?')})"
         )
 
-    def _cancel_is_requested(self) -> bool:
-        return self._cancel_requested
-
-    def cancel(self, _value: Any = None) -> None:
-        """Ask the running segmentation to stop at its next batch (no layer is added)."""
-        if self.running:
-            self._cancel_requested = True
-            self.status.value = "cancelling..."
-
-    def _on_progress(self, event: Any) -> None:
-        if isinstance(event, Progress):
-            self.progress.max = max(event.total, 1)
-            self.progress.value = event.done
-            info = event.info or {}
-            self.status.value = (
-                f"B-scan {event.done}/{event.total} on {info.get('device', '?')} "
-                f"(batch {info.get('batch_size', '?')})"
-            )
-
-    def _on_result(self, payload: Any) -> None:
-        if payload is None:  # the worker was aborted: nothing to add
-            return
-        layer, loaded, result = payload
-        self.add_labels_layer(layer, loaded, result)
-
-    def _on_finish(self) -> None:
-        self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        if self._cancel_requested:
-            self.status.value = "cancelled: no layer added"
+    def _show_result(self, payload: tuple[Image, Any, SegmentationResult]) -> None:
+        self.add_labels_layer(*payload)
 
     def add_labels_layer(self, image: Image, loaded: Any, result: SegmentationResult) -> Any:
         """Add ``result`` as a new Labels layer aligned with ``image``; return the layer."""

@@ -13,17 +13,22 @@ others are still processed and the command exits 1 at the end. Problems that con
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import __version__
-from ..core.atomic import atomic_path, atomic_write_text, check_writable
 from ..core.errors import InputError, OctsegError
+from ._common import (
+    add_input_options,
+    add_run_options,
+    load_for_run,
+    output_paths,
+    read_input,
+    run_per_input,
+    write_tiff_and_json,
+)
 
 if TYPE_CHECKING:
     from ..core.volume import OctVolume
@@ -36,8 +41,6 @@ SIDECAR_SUFFIX = ".gradcam.json"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``gradcam`` subcommand to the ``octseg`` parser."""
-    from ..models.device import DEVICE_CHOICES
-
     p = subparsers.add_parser(
         "gradcam",
         help="per-class Grad-CAM heatmaps of OCT files",
@@ -47,10 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "per-class max/mean heatmap intensity; existing outputs are kept unless --force."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="OCT files (any format octseg info reads)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
-    p.add_argument("--model", default=None, metavar="PATH", help="checkpoint file (default: the bundled model)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = CUDA, then MPS, then CPU")
+    add_input_options(p)
     p.add_argument(
         "--layer",
         default="decoder",
@@ -70,14 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pixels whose mean logit is a class's score: those predicted as the class (default), or all",
     )
     p.add_argument("--dtype", default="float16", choices=("float16", "uint8"), help="heatmap TIFF sample type")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="B-scans per forward pass (default 1)")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p, batch_size=1)
     p.set_defaults(func=run)
-
-
-def _stem(path: Path) -> str:
-    return path.name if path.is_dir() else path.stem
 
 
 def parse_classes(text: str | None) -> list[str] | None:
@@ -121,38 +115,15 @@ def heatmap_sidecar(
     }
 
 
-def _write_outputs(tif_path: Path, json_path: Path, heat: np.ndarray, sidecar: dict, force: bool) -> None:
-    """Write the heatmap TIFF and its sidecar atomically; leave neither behind if either fails."""
-    import tifffile
-
-    check_writable(tif_path, force)
-    check_writable(json_path, force)
-    with atomic_path(tif_path) as tmp:
-        tifffile.imwrite(tmp, heat, photometric="minisblack", metadata={"axes": "CZYX"})
-    try:
-        atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
-    except BaseException:
-        tif_path.unlink(missing_ok=True)
-        raise
-
-
 def _explain_one(
     path: Path, args: argparse.Namespace, loaded: LoadedModel, classes: tuple[int, ...], out_dir: Path
 ) -> str:
     """Grad-CAM of one input, outputs written; return the summary line."""
     from ..core.progress import tqdm_drain
     from ..explain import gradcam
-    from ..io import read
 
-    stem = _stem(path)
-    tif_path = out_dir / f"{stem}{HEATMAP_SUFFIX}"
-    json_path = out_dir / f"{stem}{SIDECAR_SUFFIX}"
-    check_writable(tif_path, args.force)
-    check_writable(json_path, args.force)
-    try:
-        volume = read(path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    tif_path, json_path = output_paths(path, out_dir, (HEATMAP_SUFFIX, SIDECAR_SUFFIX), args.force)
+    volume = read_input(path)
     gen = gradcam(
         volume, loaded, classes, args.layer, target=args.target, batch_size=args.batch_size, device=args.device
     )
@@ -164,7 +135,7 @@ def _explain_one(
     if args.dtype == "uint8":
         heat = np.rint(heat.astype(np.float32) * 255.0).astype(np.uint8)
     sidecar = heatmap_sidecar(result, volume, model=loaded, input_path=path, tif_name=tif_path.name, dtype=args.dtype)
-    _write_outputs(tif_path, json_path, heat, sidecar, args.force)
+    write_tiff_and_json(tif_path, json_path, heat, sidecar, axes="CZYX", force=args.force)
     c, n, h, w = heat.shape
     return f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
 
@@ -172,35 +143,10 @@ def _explain_one(
 def run(args: argparse.Namespace) -> int:
     """Run ``octseg gradcam``; return 0 when every input was written, else 1."""
     from ..explain import layer_module, resolve_classes
-    from ..models.device import select_device
-    from ..models.registry import load_model
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
-    out_dir: Path = args.out
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OctsegError(f"--out {out_dir}: exists and is not a folder")
-    select_device(args.device)  # an absent device fails here, before the model is read
-    loaded = load_model(args.model, device="cpu")
+    loaded = load_for_run(args)
     classes = resolve_classes(parse_classes(args.classes), loaded.class_names)
     layer_module(loaded.model, args.layer)
-
-    inputs = [Path(p) for p in args.inputs]
-    seen: dict[str, Path] = {}
-    failures = 0
-    t0 = time.perf_counter()
-    for path in inputs:
-        stem = _stem(path)
-        try:
-            if stem in seen:
-                raise InputError(f"{path}: same output name {stem!r} as {seen[stem]} (rename one)")
-            seen[stem] = path
-            out_dir.mkdir(parents=True, exist_ok=True)
-            print(_explain_one(path, args, loaded, classes, out_dir))
-        except OctsegError as exc:
-            failures += 1
-            print(f"octseg gradcam: error: {exc}", file=sys.stderr)
-    if len(inputs) > 1:
-        done = len(inputs) - failures
-        print(f"{done} of {len(inputs)} inputs explained in {time.perf_counter() - t0:.1f} s")
-    return 1 if failures else 0
+    return run_per_input(
+        "gradcam", args, lambda path: _explain_one(path, args, loaded, classes, args.out), "explained"
+    )

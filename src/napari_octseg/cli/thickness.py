@@ -20,6 +20,7 @@ import numpy as np
 from ..core.atomic import check_writable
 from ..core.errors import InputError, LabelError, OctsegError
 from ..core.volume import OctVolume
+from ._common import add_force_quiet
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".npy")
 
@@ -43,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fovea", metavar="BSCAN,ASCAN", help="ETDRS centre in pixels (default: found automatically)")
     p.add_argument("--csv", required=True, type=Path, metavar="OUT.csv", help="per-A-scan CSV (long format)")
     p.add_argument("--etdrs", type=Path, metavar="OUT_ETDRS.csv", help="sector CSV (ETDRS or TSNIT)")
-    p.add_argument("--force", action="store_true", help="overwrite existing CSV files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    add_force_quiet(p, force_help="overwrite existing CSV files", quiet_help="no progress bar and no table")
     p.set_defaults(func=run)
 
 

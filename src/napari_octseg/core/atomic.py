@@ -46,3 +46,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
+    """Yield one temporary path per target; rename them onto their targets only if the block succeeds.
+
+    Every temporary is complete before any is renamed, so a failure while writing any of them (full
+    disk, Ctrl-C) leaves all the targets as they were: files that ``--force`` was about to replace
+    stay intact, and no target is left paired with a stale or missing companion.
+    """
+    with contextlib.ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_path(p)) for p in paths)
