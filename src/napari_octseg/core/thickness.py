@@ -17,7 +17,6 @@ CSV layout: two files, both with a header row, missing values left empty.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from collections.abc import Generator
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, check_writable
+from .atomic import atomic_paths, check_writable
 from .boundaries import LabelSurfaces, measure_labels
 from .classes import CLASS_NAMES, LAYER_CLASSES
 from .errors import InputError
@@ -257,8 +256,7 @@ def export_csv(
     texts = [ascan_csv_text(report.thickness, volume_name)]
     if sector_path is not None:
         texts.append(sector_csv_text(report.sectors))
-    # Both temporaries are written before either is renamed into place: a failure leaves no file.
-    with contextlib.ExitStack() as stack:
-        for target, text in zip(targets, texts):
-            stack.enter_context(atomic_path(target)).write_text(text, encoding="utf-8")
+    with atomic_paths(*targets) as temporaries:
+        for tmp, text in zip(temporaries, texts):
+            tmp.write_text(text, encoding="utf-8")
     return targets
