@@ -1,0 +1,82 @@
+"""``octseg evaluate``: per-class accuracy, Dice and IoU of a label volume against ground truth.
+
+Pure metrics, no model: compare a segmentation (e.g. ``octseg segment`` output) with manual labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_write_text, check_writable
+from ..core.classes import CLASS_NAMES, N_CLASSES
+from ..core.errors import InputError, LabelError
+from ..learning.metrics import confusion_matrix, format_table, score_rows, scores
+
+
+def read_label_file(path: Path, what: str) -> np.ndarray:
+    """Integer labels from ``.tif``/``.tiff``, ``.npy`` or ``.npz`` (key ``labels``); never unpickles."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        elif suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                if "labels" not in npz:
+                    raise LabelError(f"{path}: .npz has no 'labels' array (has: {', '.join(npz.files)})")
+                arr = npz["labels"]
+        else:
+            raise InputError(f"{path}: unsupported {what} format {suffix!r} (use .tif, .npy or .npz)")
+    except (LabelError, InputError):
+        raise
+    except Exception as exc:  # tifffile / numpy raise many types for foreign or truncated files
+        raise InputError(f"{path}: cannot read {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise LabelError(f"{path}: {what} has dtype {arr.dtype}; integer class labels are needed")
+    return arr
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="per-class accuracy/Dice/IoU of a segmentation against ground truth",
+        description="Compare predicted labels with ground-truth labels: per-class pixel accuracy, Dice and "
+        "IoU; mean over the layers 1-7 and fluid 9; background classes 0 and 8 reported apart.",
+    )
+    p.add_argument("--pred", type=Path, required=True, help="predicted labels (.tif or .npy)")
+    p.add_argument("--truth", type=Path, required=True, help="ground truth (.npz with 'labels', .tif or .npy)")
+    p.add_argument("--csv", type=Path, help="write the per-class table to this CSV")
+    p.add_argument("--force", action="store_true", help="overwrite an existing CSV")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.csv is not None:
+        check_writable(args.csv, args.force)
+    pred = read_label_file(args.pred, "prediction")
+    truth = read_label_file(args.truth, "ground truth")
+    if pred.shape != truth.shape:
+        raise LabelError(f"prediction shape {pred.shape} differs from ground truth shape {truth.shape}")
+    result = scores(confusion_matrix(pred, truth, N_CLASSES))
+    print(f"{args.pred} vs {args.truth}: {truth.size} pixels")
+    print(format_table(result, CLASS_NAMES))
+    if args.csv is not None:
+        buf = io.StringIO()
+        rows = score_rows(result, CLASS_NAMES)
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(args.csv, buf.getvalue())
+        print(f"wrote {args.csv}")
+    return 0

@@ -1,0 +1,405 @@
+"""Fine-tune a segmentation model on the B-scans a user corrected.
+
+The user segments a volume, corrects a few B-scans with the label brush, and asks the network to learn
+from exactly those corrections. :func:`finetune` builds a small training set from the listed B-scans
+(normalised like inference), starts from a copy of the base model and runs the shared
+:func:`~napari_octseg.learning.fit.fit` generator with a recipe suited to a handful of examples:
+low learning rate, augmentation, BatchNorm kept in inference mode (batches are tiny), the encoder frozen
+for the first epochs and, when given, replay B-scans from the base model's training data mixed in to
+guard against forgetting. The result is written to a NEW checkpoint whose training record names the base
+model and the data it saw; the corrected labels and the bundled weights are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import json
+import os
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .. import __version__
+from ..core.errors import Cancelled, InputError, LabelError, OctsegError
+from ..core.volume import OctVolume
+from ..models.checkpoint import LoadedModel, save_checkpoint
+from ..models.device import select_device
+from ..models.normalization import normalize_bscans
+from ..models.registry import WEIGHTS_DIR
+from .finetune_data import ReplaySet, changed_bscans, format_bscans, load_replay, parse_bscans
+
+#: Defaults chosen with benchmarks/bench_finetune.py (2 corrected B-scans, Duke subjects 07-08).
+DEFAULT_EPOCHS = 12
+DEFAULT_LR = 1e-4
+DEFAULT_FREEZE_ENCODER_EPOCHS = 4
+
+
+@dataclass
+class FinetuneOptions:
+    """The less common settings of :func:`finetune`.
+
+    Attributes
+    ----------
+    batch_size
+        Crops per optimisation step.
+    samples_per_epoch
+        Augmented crops drawn from the corrected B-scans per epoch, whatever their number.
+    replay_fraction
+        Fraction of each epoch's samples drawn from the replay set, when one is given.
+    crop
+        (rows, A-scans) of the random training crops (clipped to the B-scan), placed mostly on the
+        retina, as the bundled model was trained.
+    freeze_batchnorm
+        Keep BatchNorm layers in inference mode with the base model's statistics: with batches of a
+        few crops the batch statistics are noise, and fixed statistics limit drift.
+    max_seconds
+        Time budget: training stops after the epoch during which it is exceeded (best epoch kept).
+    seed
+        Seeds the crops, augmentation and replay draws.
+    """
+
+    batch_size: int = 4
+    samples_per_epoch: int = 16
+    replay_fraction: float = 0.5
+    crop: tuple[int, int] = (256, 256)
+    freeze_batchnorm: bool = True
+    max_seconds: float | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.samples_per_epoch < 1 or min(self.crop) < 16:
+            raise InputError("batch size and samples per epoch must be >= 1, crop sides >= 16")
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise InputError("replay fraction must lie in [0, 1)")
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns.
+
+    ``model`` is the fine-tuned model (on the CPU), or the unchanged base model when training diverged;
+    ``checkpoint_path`` is ``None`` exactly when no checkpoint was written.
+    """
+
+    model: LoadedModel
+    checkpoint_path: Path | None
+    stopped_reason: str
+    bscans: list[int]
+    best_epoch: int | None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def check_out_path(out_path: str | os.PathLike, base: LoadedModel, overwrite: bool = False) -> Path:
+    """Refuse output paths that would replace the bundled weights, the base model or an existing file.
+
+    Raises
+    ------
+    InputError
+        If ``out_path`` lies inside the package's bundled-weights folder or is the base model's file.
+    OctsegError
+        If ``out_path`` exists and ``overwrite`` is false.
+    """
+    out = Path(out_path).expanduser()
+    resolved = out.resolve()
+    weights = WEIGHTS_DIR.resolve()
+    if resolved == weights or weights in resolved.parents:
+        raise InputError(f"{out}: refusing to write inside the bundled weights folder; choose another path")
+    base_file = Path(base.source).expanduser()
+    if base_file.is_file() and base_file.resolve() == resolved:
+        raise InputError(f"{out}: this is the base model's own file; fine-tuning writes a new checkpoint")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give a checkpoint file name such as finetuned.pt")
+    if out.exists() and not overwrite:
+        raise OctsegError(f"{out}: already exists (use --force to overwrite, or choose a new name)")
+    return out
+
+
+def _validate(
+    volume: OctVolume, labels: np.ndarray, bscans: Sequence[int], base: LoadedModel
+) -> tuple[list[int], np.ndarray]:
+    """Check inputs before any work; return the B-scan list and a private copy of their labels."""
+    shape = volume.shape
+    labels = np.asarray(labels)
+    labels = labels[None] if labels.ndim == 2 else labels  # one B-scan: (depth, width) is fine too
+    if labels.shape != shape:
+        raise LabelError(f"labels have shape {labels.shape} but the image is {shape} (B-scans, depth, width)")
+    raw = [int(i) for i in bscans]
+    if not raw:
+        raise InputError("no corrected B-scans given: mark at least one B-scan to learn from")
+    bad = [i for i in raw if not 0 <= i < shape[0]]
+    if bad:
+        raise InputError(f"B-scan index {bad[0]} is out of range (the volume has {shape[0]} B-scans)")
+    picked = sorted(set(raw))
+    labs = labels[picked]
+    if not np.issubdtype(labs.dtype, np.integer):
+        if not np.isfinite(labs).all() or (labs != np.round(labs)).any():
+            raise LabelError("labels must be whole class numbers (found fractions or NaN)")
+    if labs.min() < 0 or labs.max() >= base.n_classes:
+        raise LabelError(
+            f"labels hold class {int(labs.max()) if labs.max() >= base.n_classes else int(labs.min())}; "
+            f"the model knows classes 0-{base.n_classes - 1}"
+        )
+    if not np.isfinite(volume.data[picked]).all():
+        raise InputError("the image holds NaN or infinite values in the corrected B-scans")
+    return picked, labs.astype(np.uint8)  # astype copies: the caller's array is never touched
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _Mixture(Dataset):
+    """Each epoch: ``n_user`` items cycling over the corrected B-scans, then ``n_replay`` random replay items."""
+
+    def __init__(self, user: Dataset, n_user: int, replay: Dataset | None, n_replay: int, seed: int) -> None:
+        self.user, self.n_user = user, n_user
+        self.replay, self.n_replay = replay, n_replay if replay is not None else 0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.n_user + self.n_replay
+
+    def __getitem__(self, i: int) -> Any:
+        if i < self.n_user:
+            return self.user[i % len(self.user)]
+        return self.replay[int(self.rng.integers(len(self.replay)))]  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _batchnorm_in_eval(model: nn.Module) -> Iterator[None]:
+    """Keep every BatchNorm layer in inference mode while ``model`` trains.
+
+    With a batch of 2-4 crops the batch statistics are noise; the base model's running statistics
+    (from its large training set) are the better estimate, and keeping them fixed is part of what
+    stops the network drifting away from what it knew.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.train = _stay_eval.__get__(m)  # type: ignore[method-assign]
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.train
+
+
+def _stay_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON types (the checkpoint loads with ``weights_only=True``)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _base_summary(base: LoadedModel) -> dict[str, Any]:
+    summary = {k: v for k, v in base.training.items() if k not in ("history",)}
+    return {"source": base.source, "training": _plain(summary)}
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def finetune(
+    volume: OctVolume | np.ndarray,
+    labels: np.ndarray,
+    bscans: Sequence[int],
+    base: LoadedModel,
+    *,
+    out_path: str | os.PathLike,
+    epochs: int = DEFAULT_EPOCHS,
+    lr: float = DEFAULT_LR,
+    replay: ReplaySet | None = None,
+    freeze_encoder_epochs: int = DEFAULT_FREEZE_ENCODER_EPOCHS,
+    device: str | torch.device = "auto",
+    cancel: Callable[[], bool] | None = None,
+    options: FinetuneOptions | None = None,
+    overwrite: bool = False,
+    data_source: dict[str, Any] | None = None,
+) -> Generator[Any, None, FinetuneResult]:
+    """Fine-tune ``base`` on the corrected B-scans ``bscans`` of ``labels`` and save a new checkpoint.
+
+    Inputs are validated when this function is called (before any work; nothing is written); the
+    returned generator does the training: it yields the ``FitEvent`` s of
+    :func:`napari_octseg.learning.fit.fit` and returns a :class:`FinetuneResult`.
+
+    Parameters
+    ----------
+    volume
+        The OCT volume (n_bscans, depth, width): an :class:`OctVolume`, or an array of display grey values.
+    labels
+        Corrected labels, integer (n_bscans, depth, width) of the volume's shape. Only read: the
+        selected B-scans are copied before training.
+    bscans
+        0-based indices of the corrected B-scans; only these are learned from.
+    base
+        The model to start from; it is not modified (a copy is trained).
+    out_path
+        The new checkpoint. Refused inside the bundled weights folder, equal to the base model's
+        file, or existing without ``overwrite``.
+    epochs, lr
+        Epochs (each ``options.samples_per_epoch`` augmented crops of the corrected B-scans, plus
+        replay) and the Adam learning rate; the defaults suit 1-10 corrected B-scans. The loss on the
+        whole corrected B-scans (without augmentation) picks the best epoch and stops early.
+    replay
+        B-scans from the base model's training data mixed into each epoch so the model keeps what
+        it knew (:func:`load_replay`); ``None``: no replay.
+    freeze_encoder_epochs
+        Epochs at the start during which the encoder is frozen and only the decoder adapts.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a torch device.
+    cancel
+        Polled before every step; returning ``True`` stops training and raises :class:`Cancelled`.
+    options
+        Batch size, crops, replay share, BatchNorm handling, time budget, seed.
+    data_source
+        Where the image and labels came from (file paths, layer names), for the training record.
+
+    Raises
+    ------
+    LabelError
+        Labels of another shape than the volume, or classes the model does not know.
+    InputError
+        No B-scans, an index out of range, NaN/inf in the image, a forbidden ``out_path``, bad settings.
+    """
+    opts = options or FinetuneOptions()
+    if not isinstance(volume, OctVolume):
+        volume = OctVolume(data=np.asarray(volume))
+    out = check_out_path(out_path, base, overwrite=overwrite)
+    picked, picked_labels = _validate(volume, labels, bscans, base)
+    if epochs < 1 or not lr > 0 or freeze_encoder_epochs < 0:
+        raise InputError("epochs must be >= 1, the learning rate > 0 and frozen-encoder epochs >= 0")
+    opts.check()
+    if replay is not None and max(int(np.max(lab)) for lab in replay.labels) >= base.n_classes:
+        raise LabelError(f"replay labels hold classes the model does not know (it has {base.n_classes})")
+    dev = select_device(device)
+    # Normalised exactly like inference: display grey values, then the checkpoint's own normalisation.
+    display = OctVolume(data=volume.data[picked], reflectivity=volume.reflectivity).display_data()
+    images = normalize_bscans(display, base.normalization)
+    replay_images = [normalize_bscans(img, base.normalization) for img in replay.images] if replay else None
+    config = dict(epochs=epochs, lr=lr, freeze_encoder_epochs=min(freeze_encoder_epochs, epochs))
+    record = {
+        "kind": "finetune",
+        "base_model": _base_summary(base),
+        "bscans": picked,
+        "n_bscans_in_volume": volume.n_bscans,
+        "data": _plain(dict(data_source or {})),
+        "replay": None if replay is None else {"source": replay.source, "n_bscans": len(replay.images)},
+        **config,
+        "options": _plain(asdict(opts)),
+        "device": str(dev),
+        "package_version": __version__,
+    }
+    return _run(images, picked_labels, base, out, dev, replay, replay_images, config, opts, cancel, record)
+
+
+def _run(
+    images: np.ndarray,
+    labels: np.ndarray,
+    base: LoadedModel,
+    out: Path,
+    dev: torch.device,
+    replay: ReplaySet | None,
+    replay_images: list[np.ndarray] | None,
+    config: dict[str, Any],
+    opts: FinetuneOptions,
+    cancel: Callable[[], bool] | None,
+    record: dict[str, Any],
+) -> Generator[Any, None, FinetuneResult]:
+    from .datasets import SegDataset
+    from .fit import FitConfig, fit
+
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    crop = (min(images.shape[1], int(opts.crop[0])), min(images.shape[2], int(opts.crop[1])))
+    user = SegDataset(list(images), list(labels), augment=True, crop=crop)
+    replay_ds, n_replay = None, 0
+    if replay is not None and replay_images is not None:
+        replay_ds = SegDataset(replay_images, replay.labels, augment=True, crop=crop)
+        n_replay = int(round(opts.samples_per_epoch * opts.replay_fraction / (1.0 - opts.replay_fraction)))
+    train = _Mixture(user, opts.samples_per_epoch, replay_ds, n_replay, opts.seed)
+    val = SegDataset(list(images), list(labels), augment=False, crop=None)
+    fit_config = FitConfig(
+        **config, batch_size=min(opts.batch_size, len(train)), early_stop_patience=max(3, config["epochs"] // 3),
+        max_seconds=opts.max_seconds, seed=opts.seed,
+    )
+    model = copy.deepcopy(base.model).cpu()
+    fit_result = None
+    picked = list(record["bscans"])
+    try:
+        with _batchnorm_in_eval(model) if opts.freeze_batchnorm else contextlib.nullcontext():
+            fit_result = yield from fit(model, train, val, fit_config, device=dev, cancel=cancel)
+        if fit_result.stopped_reason == "cancelled":
+            raise Cancelled("fine-tuning cancelled; no checkpoint was written")
+        history = _plain(list(fit_result.history))
+        seconds = time.perf_counter() - t0
+        if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1:
+            return FinetuneResult(
+                model=base, checkpoint_path=None, stopped_reason="diverged", bscans=picked, best_epoch=None,
+                history=history, seconds=seconds,
+                message="fine-tuning diverged (the loss became NaN): the base model is kept and nothing was "
+                "written; try a lower learning rate",
+            )
+        trained = fit_result.model.cpu().eval()
+        record.update({
+            "epochs_run": len(history),
+            "best_epoch": fit_result.best_epoch,
+            "best_loss_on_corrections": _plain(fit_result.best_val_loss),
+            "stopped_reason": fit_result.stopped_reason,
+            "samples_per_epoch": len(train),
+            "batch_size": fit_config.batch_size,
+            "started_utc": started.isoformat(timespec="seconds"),
+            "seconds": round(seconds, 1),
+            "history": history,
+        })
+        path = save_checkpoint(out, trained, class_names=base.class_names, normalization=base.normalization,
+                               training=record)
+        new = LoadedModel(model=trained, class_names=base.class_names, normalization=dict(base.normalization),
+                          training=record, source=str(path))
+        return FinetuneResult(
+            model=new, checkpoint_path=path, stopped_reason=fit_result.stopped_reason, bscans=picked,
+            best_epoch=fit_result.best_epoch, history=history, seconds=seconds,
+            message=f"fine-tuned on {len(picked)} B-scan(s) in {seconds:.0f} s "
+            f"(best epoch {fit_result.best_epoch} of {len(history)}); saved {path}",
+        )
+    finally:
+        # Drop the training copies (and the GPU memory they and the optimiser held) whatever happened.
+        del fit_result, model
+        _release(dev)
+
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "DEFAULT_FREEZE_ENCODER_EPOCHS",
+    "DEFAULT_LR",
+    "FinetuneOptions",
+    "FinetuneResult",
+    "ReplaySet",
+    "changed_bscans",
+    "check_out_path",
+    "finetune",
+    "format_bscans",
+    "load_replay",
+    "parse_bscans",
+]
