@@ -1,7 +1,8 @@
 """Grad-CAM: speed against segmentation, and where each class's heatmap mass lies (Duke DME 07-08).
 
-1. Speed: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan (one forward pass plus one
-   vectorised backward pass) against the time to segment the same B-scan, on CPU (target <= 3x).
+1. Speed: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan (one forward pass; layers
+   other than "decoder" and "final" add one vectorised backward pass) against the time to segment the
+   same B-scan, on CPU (target <= 3x).
    The median of ``--repeats`` alternated runs of each; timing does not depend on the weights, so a
    randomly initialised light SegNet is used when no trained model is available.
 2. Localisation: on the validation subjects (Subject_07, Subject_08; never trained on by the bundled

@@ -173,3 +173,21 @@ def test_missing_bundled_model_is_explained(make_napari_viewer, volume_data, err
     assert "not installed" in widget.model_info.value
     widget.start()
     assert not widget.running and "bundled default model" in str(errors[-1])
+
+
+def test_labels_are_hidden_under_heatmaps_and_shown_again(make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(volume_data, name="scan", scale=SCALE)
+    labels_data = (volume_data > volume_data.mean()).astype(np.uint8)
+    labels = viewer.add_labels(labels_data.copy(), name="layers", scale=SCALE)
+    other = viewer.add_labels(np.zeros((2, 5, 5), np.uint8), name="elsewhere")
+    widget = _widget(viewer, tiny_checkpoint)
+    widget.image.value = viewer.layers["scan"]
+    _run_and_wait(qtbot, widget)
+    assert errors == []
+    assert not labels.visible and other.visible  # only labels over the explained image are hidden
+    widget.show_labels.value = True
+    assert labels.visible
+    widget.show_labels.value = False
+    assert not labels.visible
+    np.testing.assert_array_equal(labels.data, labels_data)  # only the visibility ever changes

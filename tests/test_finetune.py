@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from napari_octseg.core.errors import Cancelled, InputError, LabelError, OctsegError
+from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
+from napari_octseg.inference import segment
 from napari_octseg.learning import finetune as ft
 from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, load_checkpoint, save_checkpoint
 from napari_octseg.models.registry import WEIGHTS_DIR
@@ -187,11 +189,18 @@ def test_finetune_learns_only_the_listed_bscans_and_never_touches_the_labels(tmp
 
     np.testing.assert_array_equal(labels, before)
     assert result.bscans == [1, 3]
-    # Every dataset built (train and validation) holds exactly the two corrected B-scans.
-    assert seen and all(len(s) == 2 for s in seen)
-    for s in seen:
+    # The datasets of the user's labels (train and validation) hold exactly the two corrected B-scans;
+    # the self-replay one holds the other B-scans with the BASE MODEL's labels, never the user's.
+    own = run_generator(segment(OctVolume(data=volume.data[[0, 2, 4]]), base, device="cpu")).labels
+    replays = [s for s in seen if len(s) == 3]
+    users = [s for s in seen if len(s) == 2]
+    assert len(replays) == 1 and len(users) == 2 and len(seen) == 3
+    for lab, expected in zip(replays[0], own, strict=True):
+        np.testing.assert_array_equal(lab, expected)
+    for s in users:
         np.testing.assert_array_equal(s[0], before[1])
         np.testing.assert_array_equal(s[1], before[3])
+    assert result.model.training["self_replay"]["bscans"] == [0, 2, 4]
     # The base model is untouched; the new one differs.
     for k, v in base.model.state_dict().items():
         assert torch.equal(v, base_state[k]), k
@@ -306,3 +315,19 @@ def test_gpu_memory_is_released_after_finetuning(tmp_path):
     assert next(result.model.model.parameters()).device.type == "cpu"
     assert torch.cuda.memory_allocated() <= before
     assert torch.cuda.memory_reserved() == 0 or torch.cuda.memory_reserved() <= before + 2**20
+
+
+def test_self_replay_picks_evenly_spaced_uncorrected_bscans():
+    assert ft.self_replay_bscans([0, 2, 4], 16) == [0, 2, 4]
+    assert ft.self_replay_bscans(range(100), 5) == [0, 25, 50, 74, 99]
+    assert ft.self_replay_bscans([3, 1], 0) == [] and ft.self_replay_bscans([], 4) == []
+
+
+def test_self_replay_skips_nan_bscans_and_can_be_switched_off(tmp_path):
+    volume, labels = toy_volume(n=5)
+    volume.data[2, 0, 0] = np.nan  # a blank/broken frame that nobody corrected
+    result, _ = run(ft.finetune(volume, labels, [1], tiny(), out_path=tmp_path / "a.pt", **FAST))
+    assert result.model.training["self_replay"]["bscans"] == [0, 3, 4]
+    opts = ft.FinetuneOptions(samples_per_epoch=8, self_replay_bscans=0)
+    result, _ = run(ft.finetune(volume, labels, [1], tiny(), out_path=tmp_path / "b.pt", **{**FAST, "options": opts}))
+    assert result.model.training["self_replay"] is None

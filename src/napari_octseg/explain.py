@@ -12,13 +12,19 @@ mean logit, so the raw max/mean heatmap intensities of the classes (the paper's 
 compared with each other (within one layer and B-scan size: Grad-CAM's channel weights are averages
 over the layer's pixels).
 
-How all classes come from one forward pass: a forward hook adds a zero tensor ``delta`` of shape
-(batch, channels, 1, 1) to the layer's output. The gradient of a score with respect to ``delta`` is the
-gradient with respect to ``A`` summed over the layer's pixels, i.e. exactly the Grad-CAM channel
-weights times the pixel count. It is computed for a chunk of classes at once by one vectorised
-backward pass from the logits (``torch.autograd.grad(..., is_grads_batched=True)``), seeded with each
-class's d(score)/d(logits): its pixel weights in its own channel. Parameters are frozen during the
-pass so autograd records only the part of the network after the chosen layer.
+How all classes come from one forward pass: a forward hook records the layer's output ``A``. For the
+default layers (``"decoder"``: the rectified feature maps of the last decoder refinement conv, and
+``"final"``: the logits) nothing but the 1x1 classifier follows, so ``logits[p] = M @ A[p] + b`` at every
+pixel (``SegNet.pointwise_head``) and the gradient of a score is known in closed form:
+``d score_c / d A_k[p] = weights_c[p] * M[c, k]``; its average over the pixels is the channel weight,
+with no backward pass at all (the result equals captum's ``LayerGradCam``, which the tests check).
+For any other layer the hook adds a zero tensor ``delta`` of shape (batch, channels, 1, 1) to ``A``:
+the gradient of a score with respect to ``delta`` is the gradient with respect to ``A`` summed over
+the layer's pixels, i.e. exactly the Grad-CAM channel weights times the pixel count. It is computed for
+a chunk of classes at once by one vectorised backward pass from the logits
+(``torch.autograd.grad(..., is_grads_batched=True)``), seeded with each class's d(score)/d(logits): its
+pixel weights in its own channel. Parameters are frozen during the pass so autograd records only the
+part of the network after the chosen layer.
 
 Memory: one float32 normalised copy of the volume, the float16 heatmaps (2 bytes per pixel per class:
 250 MB for 10 classes of 49 B-scans of 496 x 512) and, per batch, the backward's tensors (bounded by
@@ -42,6 +48,8 @@ from .core.classes import CLASS_NAMES
 from .core.errors import Cancelled, InputError
 from .core.progress import Progress
 from .core.volume import OctVolume
+from .explain_eval import mass_near_region
+from .inference import release_cached, inference_network
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
@@ -189,11 +197,14 @@ def gradcam_batch(
     """
     module = layer_module(net, layer)
     height, width = x.shape[-2:]
+    head = net.pointwise_head(layer) if hasattr(net, "pointwise_head") and not net.training else None
     captured: dict[str, torch.Tensor] = {}
 
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        delta = torch.zeros(output.shape[:2] + (1, 1), dtype=output.dtype, device=output.device, requires_grad=True)
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         captured["A"] = output.detach()
+        if head is not None:
+            return None
+        delta = torch.zeros(output.shape[:2] + (1, 1), dtype=output.dtype, device=output.device, requires_grad=True)
         captured["delta"] = delta
         return output + delta
 
@@ -204,36 +215,22 @@ def gradcam_batch(
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.set_grad_enabled(head is None):
             logits = net(x)
             pred = logits.detach().argmax(1)
-            idx = torch.as_tensor(list(classes), device=x.device)
-            if target == "predicted":
-                weights = (pred[:, None] == idx[None, :, None, None]).to(logits.dtype)
+            weights = _pixel_weights(pred, classes, target, reduction, logits.dtype)
+            activation = captured["A"]
+            if head is None:
+                grads = _channel_grads(net, logits, captured["delta"], classes, weights, class_chunk)
             else:
-                weights = torch.ones((x.shape[0], len(classes), height, width), dtype=logits.dtype, device=x.device)
-            if reduction == "mean":
-                weights = weights / weights.sum((-2, -1), keepdim=True).clamp(min=1.0)
-            # d score_k / d logits is ``weights[:, k]`` in channel classes[k] and 0 elsewhere: passing
-            # it as the backward's input skips building (and differentiating) the scores themselves.
-            activation, delta = captured["A"], captured["delta"]
-            k = len(classes)
-            chunk = class_chunk or _class_chunk(net, x.shape[0], *activation.shape[-2:], k)
-            channel_grads = []
-            for start in range(0, k, chunk):
-                stop = min(start + chunk, k)
-                seed = torch.zeros((stop - start, *logits.shape), dtype=logits.dtype, device=x.device)
-                rows = torch.arange(stop - start, device=x.device)
-                seed[rows, :, idx[start:stop]] = weights[:, start:stop].transpose(0, 1)
-                (g,) = torch.autograd.grad(
-                    logits, delta, grad_outputs=seed, is_grads_batched=True, retain_graph=stop < k
-                )
-                channel_grads.append(g[..., 0, 0])
-                del seed
+                # d score_k / d A[p] = weights_k[p] * head[class_k] at every pixel: the backward pass
+                # would only sum this over the pixels, which the pixel weights' sums give directly.
+                idx = torch.as_tensor(list(classes), device=x.device)
+                grads = weights.sum((-2, -1)).transpose(0, 1)[..., None] * head.to(logits.dtype)[idx][:, None, :]
         del logits
         # Sum over the layer's pixels / pixel count = Grad-CAM's global average of the gradients.
-        w = torch.cat(channel_grads) / float(activation.shape[-2] * activation.shape[-1])
-        cams = F.relu(torch.einsum("kbc,bchw->kbhw", w, activation))
+        w = grads / float(activation.shape[-2] * activation.shape[-1])
+        cams = F.relu(torch.einsum("kbc,bchw->kbhw", w, activation.float()))
         padded = _padded_size(net, height, width)
         if tuple(cams.shape[-2:]) != padded:
             cams = F.interpolate(cams, size=padded, mode="bilinear", align_corners=False)
@@ -243,6 +240,48 @@ def gradcam_batch(
         for p, flag in zip(net.parameters(), grad_flags, strict=True):
             p.requires_grad_(flag)
         net.train(was_training)
+
+
+def _pixel_weights(
+    pred: torch.Tensor, classes: Sequence[int], target: str, reduction: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """d score / d logit of each class at each pixel: (batch, len(classes), depth, width)."""
+    if target == "predicted":
+        idx = torch.as_tensor(list(classes), device=pred.device)
+        weights = (pred[:, None] == idx[None, :, None, None]).to(dtype)
+    else:
+        weights = torch.ones((pred.shape[0], len(classes), *pred.shape[-2:]), dtype=dtype, device=pred.device)
+    if reduction == "mean":
+        weights = weights / weights.sum((-2, -1), keepdim=True).clamp(min=1.0)
+    return weights
+
+
+def _channel_grads(
+    net: nn.Module,
+    logits: torch.Tensor,
+    delta: torch.Tensor,
+    classes: Sequence[int],
+    weights: torch.Tensor,
+    class_chunk: int | None,
+) -> torch.Tensor:
+    """Gradients of every class score with respect to ``delta``: (len(classes), batch, channels).
+
+    One vectorised backward pass per chunk of classes, seeded with each class's d(score)/d(logits):
+    its pixel weights in its own channel (which skips building the scores themselves).
+    """
+    idx = torch.as_tensor(list(classes), device=logits.device)
+    k = len(classes)
+    chunk = class_chunk or _class_chunk(net, logits.shape[0], *logits.shape[-2:], k)
+    out = []
+    for start in range(0, k, chunk):
+        stop = min(start + chunk, k)
+        seed = torch.zeros((stop - start, *logits.shape), dtype=logits.dtype, device=logits.device)
+        rows = torch.arange(stop - start, device=logits.device)
+        seed[rows, :, idx[start:stop]] = weights[:, start:stop].transpose(0, 1)
+        (g,) = torch.autograd.grad(logits, delta, grad_outputs=seed, is_grads_batched=True, retain_graph=stop < k)
+        out.append(g[..., 0, 0])
+        del seed
+    return torch.cat(out)
 
 
 def _padded_size(net: nn.Module, height: int, width: int) -> tuple[int, int]:
@@ -274,8 +313,8 @@ def gradcam(
     """Grad-CAM heatmaps of every selected class for every B-scan of a volume.
 
     Preprocessing is the segmentation's: ``volume.display_data()`` then ``normalize_bscans`` with the
-    model's normalisation. Each batch of ``batch_size`` B-scans takes one forward pass and one
-    vectorised backward pass per chunk of classes (one chunk for the light model).
+    model's normalisation. Each batch of ``batch_size`` B-scans takes one forward pass and, for layers
+    other than ``"decoder"`` and ``"final"``, one vectorised backward pass per chunk of classes.
 
     Parameters
     ----------
@@ -286,8 +325,8 @@ def gradcam(
     classes
         Class values or names to explain; ``None``: all classes of the model.
     layer
-        ``"decoder"`` (last decoder conv, full resolution; default), ``"final"`` (the 1x1 classifier,
-        as in the paper) or ``"decoder.<i>"`` (coarser levels; upsampled bilinearly).
+        ``"decoder"`` (rectified output of the last decoder conv, full resolution; default), ``"final"``
+        (the 1x1 classifier, as in the paper) or ``"decoder.<i>"`` (coarser levels; upsampled bilinearly).
     target, reduction
         See :func:`gradcam_batch`.
     batch_size
@@ -338,16 +377,19 @@ def gradcam(
     labels = np.zeros((n, height, width), dtype=np.uint8)
     scan_max = np.zeros((len(selected), n), dtype=np.float64)
     total = np.zeros(len(selected), dtype=np.float64)
-    home = next(net.parameters()).device
     yield Progress(0, n, "Grad-CAM", {"layer": layer})
+    # An eval-mode copy with BatchNorm folded into the convs (the same feature maps, faster); the
+    # caller's network keeps its device, mode and hooks.
+    fast = inference_network(net, dev)
+    if not hasattr(fast, "pointwise_head") or fast.pointwise_head(layer) is None:
+        fast = fast.to(memory_format=torch.contiguous_format)  # the vectorised backward needs NCHW
     try:
-        net.to(dev)
         for start in range(0, n, batch_size):
             if _cancelled(cancel):
                 raise Cancelled("Grad-CAM cancelled")
             stop = min(start + batch_size, n)
             x = torch.from_numpy(images[start:stop, None]).to(dev)
-            cams, pred = gradcam_batch(net, layer, x, selected, target=target, reduction=reduction)
+            cams, pred = gradcam_batch(fast, layer, x, selected, target=target, reduction=reduction)
             cams_np = cams.float().cpu().numpy()
             labels[start:stop] = pred.cpu().numpy().astype(np.uint8)
             peak = cams_np.max(axis=(2, 3))
@@ -358,7 +400,8 @@ def gradcam(
             heat[:, start:stop] = cams_np / np.where(peak > 0, peak, 1.0)[..., None, None]
             yield Progress(stop, n, "Grad-CAM", {"layer": layer})
     finally:
-        net.to(home)
+        del fast
+        release_cached(dev)
     class_max = scan_max.max(axis=1)
     for k in range(len(selected)):
         if class_max[k] <= 0:
@@ -397,42 +440,11 @@ def _wrap(net: nn.Module) -> LoadedModel:
     return LoadedModel(model=net, class_names=names)  # type: ignore[arg-type]
 
 
-def mass_near_region(
-    heatmaps: np.ndarray, labels: np.ndarray, classes: Sequence[int], radius_px: float = 5.0
-) -> np.ndarray:
-    """Fraction of each class's heatmap mass within ``radius_px`` of that class's region.
-
-    Parameters
-    ----------
-    heatmaps
-        (n_classes_selected, n_bscans, depth, width), non-negative.
-    labels
-        (n_bscans, depth, width) label values (predicted or ground truth).
-    classes
-        Class value of each heatmap.
-    radius_px
-        Euclidean distance in pixels, within each B-scan, from the nearest pixel of the class.
-
-    Returns
-    -------
-    float64 (n_classes_selected,): mass near the region / total mass; NaN for a class with no mass
-    (an all-zero map) and 0 where the class is absent but the map is not.
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    out = np.full(len(classes), np.nan)
-    for k, c in enumerate(classes):
-        near_mass = total_mass = 0.0
-        for b in range(labels.shape[0]):
-            h = heatmaps[k, b].astype(np.float64)
-            mass = h.sum()
-            if mass <= 0:
-                continue
-            region = labels[b] == c
-            if region.any():
-                near = distance_transform_edt(~region) <= radius_px
-                near_mass += h[near].sum()
-            total_mass += mass
-        if total_mass > 0:
-            out[k] = near_mass / total_mass
-    return out
+__all__ = [
+    "GradCamResult",
+    "gradcam",
+    "gradcam_batch",
+    "layer_module",
+    "mass_near_region",
+    "resolve_classes",
+]

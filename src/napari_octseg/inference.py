@@ -114,7 +114,8 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def _release_cached(device: torch.device) -> None:
+def release_cached(device: torch.device) -> None:
+    """Hand the GPU allocator's cached blocks back to the driver (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps" and hasattr(torch, "mps"):
@@ -134,7 +135,7 @@ def _fuse_conv_bn(net: nn.Module) -> nn.Module:
     return net
 
 
-def _inference_network(net: nn.Module, device: torch.device) -> nn.Module:
+def inference_network(net: nn.Module, device: torch.device) -> nn.Module:
     """An eval-mode copy of ``net`` on ``device``, BatchNorm folded, channels-last where that is faster.
 
     Working on a copy leaves the caller's network (its device, mode and modules) untouched.
@@ -223,7 +224,7 @@ def segment(
     data, reflectivity = _as_source(volume)
     _validate(data)
     dev = select_device(device)
-    net = _inference_network(model.model, dev)
+    net = inference_network(model.model, dev)
     n, height, width = data.shape
     n_classes = len(model.class_names)
     labels = np.empty((n, height, width), dtype=np.uint8)
@@ -246,7 +247,7 @@ def segment(
             out_of_memory = True
         if out_of_memory:
             # Outside the except block, so the failed pass's frames (and tensors) are gone.
-            _release_cached(dev)
+            release_cached(dev)
             if batch_size == 1:
                 raise InputError(
                     f"out of memory on {dev} even with batch size 1 at {height} x {width}; try the CPU"
@@ -366,4 +367,4 @@ def labels_sidecar(
     return info
 
 
-__all__ = ["SegmentationResult", "bscan_hashes", "edited_bscans", "labels_sidecar", "segment"]
+__all__ = ["SegmentationResult", "bscan_hashes", "edited_bscans", "inference_network", "release_cached", "labels_sidecar", "segment"]

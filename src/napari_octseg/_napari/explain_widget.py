@@ -4,7 +4,9 @@ A thin adapter around :func:`napari_octseg.explain.gradcam`: it reads the chosen
 Grad-CAM in a worker thread (progress bar, Cancel) and adds one Image layer per class, named
 ``Grad-CAM <class> (<image>)``, inferno colour map, additive blending, contrast 0..1, aligned with the
 image. Only the class picked under **show** is visible (the dropdown switches it); a table lists each
-class's mean and max heatmap intensity. Errors become one notification and add no layer.
+class's mean and max heatmap intensity. Labels layers over the same image are hidden while heatmaps are
+shown (their bright colours would swamp the additive heatmap) and come back when **labels under heatmaps**
+is ticked; their data are never touched. Errors become one notification and add no layer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from functools import partial
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Select, Table
+from magicgui.widgets import CheckBox, ComboBox, Select, Table
 from qtpy.QtWidgets import QStyledItemDelegate
 
 from ..core.classes import CLASS_NAMES, SCORED_CLASSES
@@ -29,7 +31,7 @@ __all__ = ["COLORMAP", "DEFAULT_CHOICE", "FILE_CHOICE", "GRADCAM_KEY", "ExplainW
 
 #: (label shown, layer name passed to gradcam). Coarser decoder levels exist in every SegNet of depth >= 2.
 LAYER_CHOICES: list[tuple[str, str]] = [
-    ("last decoder conv (decoder)", "decoder"),
+    ("last decoder conv, rectified (decoder)", "decoder"),
     ("1x1 classifier (final)", "final"),
     ("decoder level 1 (1/2 resolution)", "decoder.1"),
     ("decoder level 2 (1/4 resolution)", "decoder.2"),
@@ -83,6 +85,9 @@ class ExplainWidget(ModelJobWidget):
             value="predicted",
         )
         self.show_class = ComboBox(label="show", choices=[], enabled=False)
+        self.show_labels = CheckBox(text="labels under heatmaps", value=False, enabled=False)
+        #: Labels layers this widget hid, to show again (only their visibility is changed).
+        self._hidden_labels: list[napari.layers.Labels] = []
         self.table = Table(value={"data": [], "columns": list(TABLE_COLUMNS)})
         self.table.read_only = True
         # magicgui's delegate shows numbers below 0.1 as 2.600e-02; the plain one shows our text
@@ -92,15 +97,19 @@ class ExplainWidget(ModelJobWidget):
         #: Heatmap layers of the latest run, by class name.
         self.heatmap_layers: dict[str, Image] = {}
         super().__init__(
-            viewer, options=[self.classes, self.conv_layer, self.target], results=[self.show_class, self.table]
+            viewer,
+            options=[self.classes, self.conv_layer, self.target],
+            results=[self.show_class, self.show_labels, self.table],
         )
         self.show_class.changed.connect(self._show_selected)
+        self.show_labels.changed.connect(self._labels_toggled)
 
     def _offers_image(self, layer: Image) -> bool:
         return GRADCAM_KEY not in layer.metadata
 
     def _layer_removed(self, layer: Any) -> None:
         self.heatmap_layers = {k: v for k, v in self.heatmap_layers.items() if v is not layer}
+        self._hidden_labels = [lab for lab in self._hidden_labels if lab is not layer]
 
     def _check_options(self) -> None:
         if not self.classes.value:
@@ -167,6 +176,8 @@ class ExplainWidget(ModelJobWidget):
         self.show_class.changed.connect(self._show_selected)
         self.show_class.enabled = True
         self._fill_table(result)
+        self.show_labels.enabled = True
+        self._labels_toggled(self.show_labels.value, image)
         self._viewer.layers.selection.active = image
         self.status.value = (
             f"added {len(layers)} heatmap layer(s) ({result.layer}) in {result.seconds:.1f} s on {result.device}"
@@ -189,6 +200,21 @@ class ExplainWidget(ModelJobWidget):
             self.table.native.rowHeight(r) for r in range(len(rows))
         )
         self.table.native.setMinimumHeight(height + 4)
+
+    def _labels_toggled(self, show: bool, image: Image | None = None) -> None:
+        """Hide the visible Labels layers of the heatmaps' image shape, or show again those it hid."""
+        if show:
+            for labels in self._hidden_labels:
+                labels.visible = True
+            self._hidden_labels = []
+            return
+        shape = tuple(image.data.shape) if image is not None else None
+        if shape is None and self.heatmap_layers:
+            shape = tuple(next(iter(self.heatmap_layers.values())).data.shape)
+        for layer in self._viewer.layers:
+            if isinstance(layer, napari.layers.Labels) and layer.visible and tuple(layer.data.shape) == shape:
+                layer.visible = False
+                self._hidden_labels.append(layer)
 
     def _show_selected(self, name: Any = None) -> None:
         """Make the chosen class's heatmap the only visible one of the latest run."""

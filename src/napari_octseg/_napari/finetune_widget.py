@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
@@ -28,6 +29,7 @@ from ..learning.finetune import (
     DEFAULT_EPOCHS,
     DEFAULT_FREEZE_ENCODER_EPOCHS,
     DEFAULT_LR,
+    DEFAULT_SELF_REPLAY_BSCANS,
     changed_bscans,
     check_out_path,
     format_bscans,
@@ -37,10 +39,8 @@ from ..learning.finetune import (
 from ..models.device import DEVICE_CHOICES
 from ._common import Image, Labels, labels_layer_kwargs, report_error, start_worker, unique_layer_name, volume_from_layer
 from ._loss_plot import LossPlot
+from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, checked_model_spec, model_info_text
 from .segment_widget import AUTO_LABELS_KEY
-
-BUNDLED_CHOICE = "bundled default"
-FILE_CHOICE = "checkpoint file"
 
 
 def default_output_path(stem: str = "finetuned") -> Path:
@@ -84,7 +84,7 @@ def _relay(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
 class FinetuneWidget(Container):
     """Fine-tune the segmentation model on corrected B-scans, then re-segment the rest."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.worker: Any = None
@@ -99,8 +99,9 @@ class FinetuneWidget(Container):
         self.detected_label = Label(label="", value="")
         self.detect_btn = PushButton(text="Detect corrected")
         self.current_btn = PushButton(text="Add current B-scan")
-        self.base_combo = ComboBox(label="base model", choices=[BUNDLED_CHOICE, FILE_CHOICE], value=BUNDLED_CHOICE)
+        self.base_combo = ComboBox(label="base model", choices=[DEFAULT_CHOICE, FILE_CHOICE], value=DEFAULT_CHOICE)
         self.base_file = FileEdit(label="checkpoint", mode="r", filter="*.pt", visible=False)
+        self.base_info = Label(label="", value=model_info_text(DEFAULT_CHOICE, None))
         self.epochs_spin = SpinBox(label="epochs", min=1, max=500, value=DEFAULT_EPOCHS)
         self.lr_edit = LineEdit(label="learning rate", value=f"{DEFAULT_LR:g}")
         self.freeze_spin = SpinBox(
@@ -110,6 +111,11 @@ class FinetuneWidget(Container):
         self.replay_files = FileEdit(
             label="replay data", mode="rm", filter="*.npz",
             tooltip="optional .npz files (images, labels) from the base model's training data, mixed in against forgetting",
+        )
+        self.self_replay_spin = SpinBox(
+            label="self-replay B-scans", min=0, max=1000, value=DEFAULT_SELF_REPLAY_BSCANS,
+            tooltip="uncorrected B-scans of this volume, labelled by the base model, mixed in so the model "
+            "keeps what it did right (0: off)",
         )
         self.device_combo = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
         self.out_edit = FileEdit(label="save as", mode="w", filter="*.pt", value=default_output_path())
@@ -123,8 +129,8 @@ class FinetuneWidget(Container):
             [
                 self.image_combo, self.labels_combo, self.bscans_edit, self.detected_label,
                 Container(widgets=[self.detect_btn, self.current_btn], layout="horizontal", labels=False),
-                self.base_combo, self.base_file, self.epochs_spin, self.lr_edit, self.freeze_spin,
-                self.replay_files, self.device_combo, self.out_edit,
+                self.base_combo, self.base_file, self.base_info, self.epochs_spin, self.lr_edit, self.freeze_spin,
+                self.replay_files, self.self_replay_spin, self.device_combo, self.out_edit,
                 Container(widgets=[self.run_btn, self.cancel_btn], layout="horizontal", labels=False),
                 self.progress, self.status, self.keep_check, self.segment_btn,
             ]
@@ -135,7 +141,8 @@ class FinetuneWidget(Container):
         self.labels_combo.changed.connect(self.detect_corrected)
         self.detect_btn.changed.connect(self.detect_corrected)
         self.current_btn.changed.connect(self.add_current_bscan)
-        self.base_combo.changed.connect(lambda v: setattr(self.base_file, "visible", v == FILE_CHOICE))
+        self.base_combo.changed.connect(self._base_changed)
+        self.base_file.changed.connect(self._base_changed)
         self.run_btn.changed.connect(self.run)
         self.cancel_btn.changed.connect(self.cancel)
         self.segment_btn.changed.connect(self.segment_rest)
@@ -152,6 +159,10 @@ class FinetuneWidget(Container):
 
     def _layers_changed(self, _event: Any = None) -> None:
         self.reset_choices()
+
+    def _base_changed(self, _value: Any = None) -> None:
+        self.base_file.visible = self.base_combo.value == FILE_CHOICE
+        self.base_info.value = model_info_text(self.base_combo.value, self.base_file.value)
 
     # ------------------------------------------------------------------ which B-scans
     def detect_corrected(self, _value: Any = None) -> list[int]:
@@ -206,7 +217,7 @@ class FinetuneWidget(Container):
             raise InputError(f"learning rate {self.lr_edit.value!r} is not a number") from None
         if not lr > 0:
             raise InputError("learning rate must be positive")
-        base_spec = str(self.base_file.value) if self.base_combo.value == FILE_CHOICE else None
+        base_spec = checked_model_spec(self.base_combo.value, self.base_file.value)
         base = load_model(base_spec, device="cpu")
         out = check_out_path(self.out_edit.value, base, overwrite=False)
         paths = [p for p in (self.replay_files.value or ()) if str(p) not in ("", ".")]
@@ -218,7 +229,7 @@ class FinetuneWidget(Container):
 
     def run(self, _value: Any = None) -> None:
         """Start fine-tuning in a worker (errors become one notification; nothing changes)."""
-        from ..learning.finetune import finetune
+        from ..learning.finetune import FinetuneOptions, finetune
 
         if self.worker is not None:
             return
@@ -238,7 +249,7 @@ class FinetuneWidget(Container):
             gen = finetune(
                 kw["volume"], kw["labels"], kw["bscans"], kw["base"], epochs=epochs, lr=kw["lr"],
                 out_path=kw["out_path"], freeze_encoder_epochs=freeze, device=device, replay=kw["replay"],
-                data_source=kw["data_source"],
+                data_source=kw["data_source"], options=FinetuneOptions(self_replay_bscans=self.self_replay_spin.value),
                 cancel=lambda: self._cancel_requested,
             )
         except OctsegError as exc:

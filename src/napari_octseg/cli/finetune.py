@@ -20,7 +20,7 @@ HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
 
 def register(subparsers: Any) -> None:
-    from ..learning.finetune import DEFAULT_EPOCHS, DEFAULT_FREEZE_ENCODER_EPOCHS, DEFAULT_LR
+    from ..learning.finetune import DEFAULT_EPOCHS, DEFAULT_FREEZE_ENCODER_EPOCHS, DEFAULT_LR, DEFAULT_SELF_REPLAY_BSCANS
 
     p = subparsers.add_parser(
         "finetune",
@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
         help=f"epochs with the encoder frozen at the start (default {DEFAULT_FREEZE_ENCODER_EPOCHS})",
     )
     p.add_argument("--replay", nargs="+", metavar="NPZ", help="replay B-scans (npz with images, labels) against forgetting")
+    p.add_argument(
+        "--self-replay",
+        type=int,
+        default=DEFAULT_SELF_REPLAY_BSCANS,
+        metavar="N",
+        help=f"replay up to N uncorrected B-scans labelled by the base model (default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
+    )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -88,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--epochs must be at least 1")
     if not args.lr > 0:
         raise InputError("--lr must be positive")
+    if args.self_replay < 0:
+        raise InputError("--self-replay must be 0 or more")
     device = select_device(args.device)
     base = load_model(args.base, device="cpu")
     out = check_out_path(args.out, base, overwrite=args.force)
@@ -108,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         freeze_encoder_epochs=args.freeze_encoder_epochs,
         device=device,
         overwrite=args.force,
-        options=FinetuneOptions(seed=args.seed),
+        options=FinetuneOptions(seed=args.seed, self_replay_bscans=args.self_replay),
         data_source={"images": str(args.images), "labels": str(args.labels)},
     )
     print(f"fine-tuning {base.source} on B-scans {format_bscans(bscans)} of {args.images}", file=sys.stderr)

@@ -5,8 +5,9 @@ from exactly those corrections. :func:`finetune` builds a small training set fro
 (normalised like inference), starts from a copy of the base model and runs the shared
 :func:`~napari_octseg.learning.fit.fit` generator with a recipe suited to a handful of examples:
 low learning rate, augmentation, BatchNorm kept in inference mode (batches are tiny), the encoder frozen
-for the first epochs and, when given, replay B-scans from the base model's training data mixed in to
-guard against forgetting. The result is written to a NEW checkpoint whose training record names the base
+for the first epochs and replay mixed in to guard against forgetting: by default the volume's own
+uncorrected B-scans labelled by the base model ("self-replay": always available, and it keeps the model
+where the user made no correction), plus, when given, B-scans from the base model's training data. The result is written to a NEW checkpoint whose training record names the base
 model and the data it saw; the corrected labels and the bundled weights are never touched.
 """
 
@@ -36,12 +37,14 @@ from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.registry import WEIGHTS_DIR
-from .finetune_data import ReplaySet, changed_bscans, format_bscans, load_replay, parse_bscans
+from .finetune_data import ReplaySet, changed_bscans, format_bscans, load_replay, parse_bscans, self_replay_bscans
 
 #: Defaults chosen with benchmarks/bench_finetune.py (2 corrected B-scans, Duke subjects 07-08).
 DEFAULT_EPOCHS = 12
 DEFAULT_LR = 1e-4
 DEFAULT_FREEZE_ENCODER_EPOCHS = 4
+#: Uncorrected B-scans of the volume (evenly spaced) that the base model labels for self-replay.
+DEFAULT_SELF_REPLAY_BSCANS = 16
 
 
 @dataclass
@@ -55,7 +58,10 @@ class FinetuneOptions:
     samples_per_epoch
         Augmented crops drawn from the corrected B-scans per epoch, whatever their number.
     replay_fraction
-        Fraction of each epoch's samples drawn from the replay set, when one is given.
+        Fraction of each epoch's samples drawn from the replay B-scans, when there are any.
+    self_replay_bscans
+        At most this many uncorrected B-scans of the volume, evenly spaced, segmented by the base model
+        and replayed with those labels (0: none).
     crop
         (rows, A-scans) of the random training crops (clipped to the B-scan), placed mostly on the
         retina, as the bundled model was trained.
@@ -71,6 +77,7 @@ class FinetuneOptions:
     batch_size: int = 4
     samples_per_epoch: int = 16
     replay_fraction: float = 0.5
+    self_replay_bscans: int = DEFAULT_SELF_REPLAY_BSCANS
     crop: tuple[int, int] = (256, 256)
     freeze_batchnorm: bool = True
     max_seconds: float | None = None
@@ -79,6 +86,8 @@ class FinetuneOptions:
     def check(self) -> None:
         if self.batch_size < 1 or self.samples_per_epoch < 1 or min(self.crop) < 16:
             raise InputError("batch size and samples per epoch must be >= 1, crop sides >= 16")
+        if self.self_replay_bscans < 0:
+            raise InputError("self-replay B-scans must be >= 0")
         if not 0.0 <= self.replay_fraction < 1.0:
             raise InputError("replay fraction must lie in [0, 1)")
 
@@ -218,6 +227,21 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _self_replay(
+    volume: OctVolume, base: LoadedModel, dev: torch.device, cancel: Callable[[], bool] | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Normalised images and the base model's labels of ``volume``'s B-scans (lists of (depth, width))."""
+    from ..core.progress import run_generator
+    from ..inference import segment
+
+    try:
+        result = run_generator(segment(volume, base, device=dev, cancel=cancel))
+    except Cancelled:
+        raise Cancelled("fine-tuning cancelled; no checkpoint was written") from None
+    images = normalize_bscans(volume.display_data(), base.normalization)
+    return list(images), list(result.labels)
+
+
 # --------------------------------------------------------------------------- fine-tuning
 
 
@@ -264,7 +288,8 @@ def finetune(
         whole corrected B-scans (without augmentation) picks the best epoch and stops early.
     replay
         B-scans from the base model's training data mixed into each epoch so the model keeps what
-        it knew (:func:`load_replay`); ``None``: no replay.
+        it knew (:func:`load_replay`); ``None``: none. Self-replay (``options.self_replay_bscans``
+        uncorrected B-scans of ``volume`` labelled by the base model) is mixed in as well.
     freeze_encoder_epochs
         Epochs at the start during which the encoder is frozen and only the decoder adapts.
     device
@@ -298,6 +323,10 @@ def finetune(
     display = OctVolume(data=volume.data[picked], reflectivity=volume.reflectivity).display_data()
     images = normalize_bscans(display, base.normalization)
     replay_images = [normalize_bscans(img, base.normalization) for img in replay.images] if replay else None
+    # B-scans holding NaN (e.g. blank frames) are simply not replayed: only the corrected ones must be clean.
+    uncorrected = [i for i in range(volume.n_bscans) if i not in picked and np.isfinite(volume.data[i]).all()]
+    own = self_replay_bscans(uncorrected, opts.self_replay_bscans)
+    own_volume = OctVolume(data=volume.data[own], reflectivity=volume.reflectivity) if own else None
     config = dict(epochs=epochs, lr=lr, freeze_encoder_epochs=min(freeze_encoder_epochs, epochs))
     record = {
         "kind": "finetune",
@@ -306,12 +335,13 @@ def finetune(
         "n_bscans_in_volume": volume.n_bscans,
         "data": _plain(dict(data_source or {})),
         "replay": None if replay is None else {"source": replay.source, "n_bscans": len(replay.images)},
+        "self_replay": {"bscans": own, "labels": "the base model's segmentation"} if own else None,
         **config,
         "options": _plain(asdict(opts)),
         "device": str(dev),
         "package_version": __version__,
     }
-    return _run(images, picked_labels, base, out, dev, replay, replay_images, config, opts, cancel, record)
+    return _run(images, picked_labels, base, out, dev, replay, replay_images, own_volume, config, opts, cancel, record)
 
 
 def _run(
@@ -322,6 +352,7 @@ def _run(
     dev: torch.device,
     replay: ReplaySet | None,
     replay_images: list[np.ndarray] | None,
+    own_volume: OctVolume | None,
     config: dict[str, Any],
     opts: FinetuneOptions,
     cancel: Callable[[], bool] | None,
@@ -334,9 +365,14 @@ def _run(
     t0 = time.perf_counter()
     crop = (min(images.shape[1], int(opts.crop[0])), min(images.shape[2], int(opts.crop[1])))
     user = SegDataset(list(images), list(labels), augment=True, crop=crop)
+    replay_x = list(replay_images or [])
+    replay_y = list(replay.labels) if replay is not None else []
+    if own_volume is not None:
+        own_x, own_y = _self_replay(own_volume, base, dev, cancel)
+        replay_x, replay_y = replay_x + own_x, replay_y + own_y
     replay_ds, n_replay = None, 0
-    if replay is not None and replay_images is not None:
-        replay_ds = SegDataset(replay_images, replay.labels, augment=True, crop=crop)
+    if replay_x:
+        replay_ds = SegDataset(replay_x, replay_y, augment=True, crop=crop)
         n_replay = int(round(opts.samples_per_epoch * opts.replay_fraction / (1.0 - opts.replay_fraction)))
     train = _Mixture(user, opts.samples_per_epoch, replay_ds, n_replay, opts.seed)
     val = SegDataset(list(images), list(labels), augment=False, crop=None)
@@ -393,6 +429,7 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_FREEZE_ENCODER_EPOCHS",
     "DEFAULT_LR",
+    "DEFAULT_SELF_REPLAY_BSCANS",
     "FinetuneOptions",
     "FinetuneResult",
     "ReplaySet",
@@ -402,4 +439,5 @@ __all__ = [
     "format_bscans",
     "load_replay",
     "parse_bscans",
+    "self_replay_bscans",
 ]

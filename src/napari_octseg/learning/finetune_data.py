@@ -76,6 +76,16 @@ def changed_bscans(labels: np.ndarray, auto_labels: np.ndarray | None) -> list[i
     return [int(i) for i in np.flatnonzero((a != b).reshape(a.shape[0], -1).any(axis=1))]
 
 
+def self_replay_bscans(candidates: Sequence[int], limit: int) -> list[int]:
+    """Up to ``limit`` of the B-scan indices ``candidates`` (sorted), evenly spaced through them."""
+    others = sorted(int(i) for i in candidates)
+    if limit <= 0 or not others:
+        return []
+    if len(others) <= limit:
+        return others
+    return [others[int(round(k))] for k in np.linspace(0, len(others) - 1, limit)]
+
+
 @dataclass
 class ReplaySet:
     """B-scans of the base model's training data, mixed into fine-tuning to limit forgetting.

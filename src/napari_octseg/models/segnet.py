@@ -108,18 +108,34 @@ class SegNet(nn.Module):
         return x[..., :h, :w]
 
     def gradcam_layers(self) -> dict[str, nn.Module]:
-        """Conv layers suited to Grad-CAM, by name.
+        """Layers suited to Grad-CAM, by name; a layer's output is its feature maps ``A``.
 
-        ``"decoder"`` is the last decoder refinement conv (the default), ``"final"`` the 1x1 classifier
-        (as in the paper); ``"decoder.<i>"`` the last conv of decoder level ``i`` (0 = finest).
+        ``"decoder.<i>"`` is the last conv of decoder level ``i`` (0 = finest) **with its BatchNorm and
+        ReLU**: the rectified feature maps Grad-CAM is defined on (a Keras ``Conv2D(activation="relu")``,
+        as in the paper, outputs the same). ``"decoder"`` (the default) is level 0, the last decoder
+        refinement conv at full resolution; ``"final"`` is the 1x1 classifier (the logits, as in the paper).
         """
-        layers: dict[str, nn.Module] = {}
-        for i, block in enumerate(self.decoder):
-            convs = [m for m in block if isinstance(m, nn.Conv2d)]
-            layers[f"decoder.{i}"] = convs[-1]
+        layers: dict[str, nn.Module] = {f"decoder.{i}": block for i, block in enumerate(self.decoder)}
         layers["decoder"] = layers["decoder.0"]
         layers["final"] = self.classifier
         return layers
+
+    def pointwise_head(self, layer: str) -> torch.Tensor | None:
+        """The matrix ``M`` (n_classes, channels) with ``logits[p] = M @ A[p] + bias`` at every pixel ``p``.
+
+        Defined for the Grad-CAM layers followed by nothing but the 1x1 classifier in eval mode
+        (``"decoder"``, ``"decoder.0"``: the classifier's weights; ``"final"``: the identity), where the
+        gradient of any class score with respect to ``A`` is known without a backward pass; ``None``
+        for every other layer, and while dropout is active.
+        """
+        if self.training and not isinstance(self.dropout, nn.Identity):
+            return None
+        if layer in ("decoder", "decoder.0"):
+            return self.classifier.weight[:, :, 0, 0].detach()
+        if layer == "final":
+            n = self.config.n_classes
+            return torch.eye(n, dtype=self.classifier.weight.dtype, device=self.classifier.weight.device)
+        return None
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
