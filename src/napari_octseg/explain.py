@@ -49,7 +49,7 @@ from .core.errors import Cancelled, InputError
 from .core.progress import Progress
 from .core.volume import OctVolume
 from .explain_eval import mass_near_region
-from .inference import release_cached, inference_network
+from .inference import inference_network, release_cached
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
@@ -197,7 +197,7 @@ def gradcam_batch(
     """
     module = layer_module(net, layer)
     height, width = x.shape[-2:]
-    head = net.pointwise_head(layer) if hasattr(net, "pointwise_head") and not net.training else None
+    head = _pointwise_head(net, layer)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -240,6 +240,11 @@ def gradcam_batch(
         for p, flag in zip(net.parameters(), grad_flags, strict=True):
             p.requires_grad_(flag)
         net.train(was_training)
+
+
+def _pointwise_head(net: nn.Module, layer: str) -> torch.Tensor | None:
+    """``net.pointwise_head(layer)`` (see ``SegNet.pointwise_head``), or ``None`` for networks without it."""
+    return net.pointwise_head(layer) if hasattr(net, "pointwise_head") else None
 
 
 def _pixel_weights(
@@ -381,7 +386,7 @@ def gradcam(
     # An eval-mode copy with BatchNorm folded into the convs (the same feature maps, faster); the
     # caller's network keeps its device, mode and hooks.
     fast = inference_network(net, dev)
-    if not hasattr(fast, "pointwise_head") or fast.pointwise_head(layer) is None:
+    if _pointwise_head(fast, layer) is None:
         fast = fast.to(memory_format=torch.contiguous_format)  # the vectorised backward needs NCHW
     try:
         for start in range(0, n, batch_size):
@@ -440,11 +445,4 @@ def _wrap(net: nn.Module) -> LoadedModel:
     return LoadedModel(model=net, class_names=names)  # type: ignore[arg-type]
 
 
-__all__ = [
-    "GradCamResult",
-    "gradcam",
-    "gradcam_batch",
-    "layer_module",
-    "mass_near_region",
-    "resolve_classes",
-]
+__all__ = ["GradCamResult", "gradcam", "gradcam_batch", "layer_module", "mass_near_region", "resolve_classes"]

@@ -367,4 +367,12 @@ def labels_sidecar(
     return info
 
 
-__all__ = ["SegmentationResult", "bscan_hashes", "edited_bscans", "inference_network", "release_cached", "labels_sidecar", "segment"]
+__all__ = [
+    "SegmentationResult",
+    "bscan_hashes",
+    "edited_bscans",
+    "inference_network",
+    "labels_sidecar",
+    "release_cached",
+    "segment",
+]

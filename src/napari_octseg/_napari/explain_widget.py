@@ -177,7 +177,7 @@ class ExplainWidget(ModelJobWidget):
         self.show_class.enabled = True
         self._fill_table(result)
         self.show_labels.enabled = True
-        self._labels_toggled(self.show_labels.value, image)
+        self._labels_toggled(self.show_labels.value)
         self._viewer.layers.selection.active = image
         self.status.value = (
             f"added {len(layers)} heatmap layer(s) ({result.layer}) in {result.seconds:.1f} s on {result.device}"
@@ -201,16 +201,16 @@ class ExplainWidget(ModelJobWidget):
         )
         self.table.native.setMinimumHeight(height + 4)
 
-    def _labels_toggled(self, show: bool, image: Image | None = None) -> None:
-        """Hide the visible Labels layers of the heatmaps' image shape, or show again those it hid."""
+    def _labels_toggled(self, show: bool) -> None:
+        """Hide the visible Labels layers of the heatmaps' shape (the image's), or show again those it hid."""
         if show:
             for labels in self._hidden_labels:
                 labels.visible = True
             self._hidden_labels = []
             return
-        shape = tuple(image.data.shape) if image is not None else None
-        if shape is None and self.heatmap_layers:
-            shape = tuple(next(iter(self.heatmap_layers.values())).data.shape)
+        if not self.heatmap_layers:
+            return
+        shape = tuple(next(iter(self.heatmap_layers.values())).data.shape)
         for layer in self._viewer.layers:
             if isinstance(layer, napari.layers.Labels) and layer.visible and tuple(layer.data.shape) == shape:
                 layer.visible = False

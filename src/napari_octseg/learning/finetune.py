@@ -7,8 +7,9 @@ from exactly those corrections. :func:`finetune` builds a small training set fro
 low learning rate, augmentation, BatchNorm kept in inference mode (batches are tiny), the encoder frozen
 for the first epochs and replay mixed in to guard against forgetting: by default the volume's own
 uncorrected B-scans labelled by the base model ("self-replay": always available, and it keeps the model
-where the user made no correction), plus, when given, B-scans from the base model's training data. The result is written to a NEW checkpoint whose training record names the base
-model and the data it saw; the corrected labels and the bundled weights are never touched.
+where the user made no correction), plus, when given, B-scans from the base model's training data.
+The result is written to a NEW checkpoint whose training record names the base model and the data it
+saw; the corrected labels and the bundled weights are never touched.
 """
 
 from __future__ import annotations
