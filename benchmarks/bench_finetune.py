@@ -70,7 +70,14 @@ def dice(model, volume: OctVolume, labels: np.ndarray, idx: list[int]) -> tuple[
     return float(s["mean_dice_layers"]), float(s["mean_dice_scored"])
 
 
-_NUMERIC = ("seconds", "cpu_seconds", "dice_layers_before", "dice_layers_after", "dice_scored_before", "dice_scored_after")
+_NUMERIC = (
+    "seconds",
+    "cpu_seconds",
+    "dice_layers_before",
+    "dice_layers_after",
+    "dice_scored_before",
+    "dice_scored_after",
+)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -125,7 +132,13 @@ def main() -> int:
                 t0, c0 = time.perf_counter(), time.process_time()
                 kwargs.setdefault("epochs", args.epochs)
                 gen = finetune(
-                    volume, labels, train, base, out_path=Path(tmp) / f"{subj}-{name}.pt", device="cpu", **kwargs,
+                    volume,
+                    labels,
+                    train,
+                    base,
+                    out_path=Path(tmp) / f"{subj}-{name}.pt",
+                    device="cpu",
+                    **kwargs,
                 )
                 result = run_generator(gen)
                 seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0

@@ -81,14 +81,16 @@ def bench_speed(model: LoadedModel, layers: list[str], repeats: int) -> list[dic
     rows = []
     for name, values in times.items():
         med = statistics.median(values)
-        rows.append({
-            "task": name,
-            "classes": "-" if name == "segment" else model.n_classes,
-            "median_s": round(med, 3),
-            "min_s": round(min(values), 3),
-            "ratio_median": round(med / seg, 2),
-            "ratio_min": round(min(values) / seg_min, 2),
-        })
+        rows.append(
+            {
+                "task": name,
+                "classes": "-" if name == "segment" else model.n_classes,
+                "median_s": round(med, 3),
+                "min_s": round(min(values), 3),
+                "ratio_median": round(med / seg, 2),
+                "ratio_min": round(min(values) / seg_min, 2),
+            }
+        )
     return rows
 
 
@@ -116,16 +118,22 @@ def bench_mass(model: LoadedModel, layer: str, radius: float) -> list[dict]:
             stats_mean[c].append(result.stats[c]["mean_normalized"])
     rows = []
     for c in classes:
-        rows.append({
-            "layer": layer,
-            "class": c,
-            "name": model.class_names[c] if c < len(model.class_names) else CLASS_NAMES[c],
-            "scored": c in SCORED_CLASSES,
-            f"mass_within_{radius:g}px_of_predicted": round(near_pred[c][0] / near_pred[c][1], 3) if near_pred[c][1] else "",
-            f"mass_within_{radius:g}px_of_truth": round(near_true[c][0] / near_true[c][1], 3) if near_true[c][1] else "",
-            "raw_max": float(f"{max(stats_max[c]):.4g}"),
-            "mean_normalized": round(float(np.mean(stats_mean[c])), 4),
-        })
+        rows.append(
+            {
+                "layer": layer,
+                "class": c,
+                "name": model.class_names[c] if c < len(model.class_names) else CLASS_NAMES[c],
+                "scored": c in SCORED_CLASSES,
+                f"mass_within_{radius:g}px_of_predicted": round(near_pred[c][0] / near_pred[c][1], 3)
+                if near_pred[c][1]
+                else "",
+                f"mass_within_{radius:g}px_of_truth": round(near_true[c][0] / near_true[c][1], 3)
+                if near_true[c][1]
+                else "",
+                "raw_max": float(f"{max(stats_max[c]):.4g}"),
+                "mean_normalized": round(float(np.mean(stats_mean[c])), 4),
+            }
+        )
     return rows
 
 
@@ -172,8 +180,10 @@ def main() -> None:
         return
     for layer in args.layers:
         rows = bench_mass(model, layer, args.radius)
-        print(f"\nHeatmap mass within {args.radius:g} px of the class region, Duke Subject_07-08 "
-              f"(22 B-scans), layer {layer!r}:")
+        print(
+            f"\nHeatmap mass within {args.radius:g} px of the class region, Duke Subject_07-08 "
+            f"(22 B-scans), layer {layer!r}:"
+        )
         _print_table(rows)
         _write_csv(rows, args.out / f"gradcam_mass_{layer}.csv")
 

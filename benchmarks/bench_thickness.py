@@ -33,7 +33,7 @@ def make_labels(n: int, depth: int, width: int, seed: int = 0) -> np.ndarray:
     z = (np.arange(n) - (n - 1) / 2)[:, None] * SCALE_UM[0]
     x = (np.arange(width) - (width - 1) / 2)[None, :] * SCALE_UM[2]
     r = np.hypot(z, x)
-    pit = np.exp(-(r / 700.0) ** 2)
+    pit = np.exp(-((r / 700.0) ** 2))
     thick_um = [30 - 25 * pit, 70 - 60 * pit, 40 - 30 * pit, 30 - 20 * pit, 90 + 20 * pit, 45 + 0 * r, 35 + 0 * r]
     bm_um = 1300 + 0.05 * x + 0.03 * z - 2e-5 * (x**2 + z**2)
     tops = [bm_um]
@@ -69,23 +69,29 @@ def main() -> None:
     n, depth, width = (int(v) for v in args.shape.split(","))
     t0 = time.perf_counter()
     labels = make_labels(n, depth, width)
-    print(f"labels {labels.shape} uint8 ({labels.nbytes / 1e6:.0f} MB) built in {time.perf_counter() - t0:.1f} s; "
-          f"CPU cores visible: {os.cpu_count()}")
+    print(
+        f"labels {labels.shape} uint8 ({labels.nbytes / 1e6:.0f} MB) built in {time.perf_counter() - t0:.1f} s; "
+        f"CPU cores visible: {os.cpu_count()}"
+    )
 
     rows: list[tuple[str, float]] = []
     t, surfaces = best_of(args.repeat, lambda: run_generator(measure_labels(labels)))
     rows.append(("boundaries (8 surfaces + fluid)", t))
     t, maps = best_of(args.repeat, lambda: maps_from_surfaces(surfaces, SCALE_UM))
     rows.append(("thickness maps (9)", t))
-    t, table = best_of(args.repeat, lambda: sector_table(maps.maps, maps.unit, SCALE_UM, "volume", "OD",
-                                                         inner_thickness=maps.inner_retina()))
+    t, table = best_of(
+        args.repeat,
+        lambda: sector_table(maps.maps, maps.unit, SCALE_UM, "volume", "OD", inner_thickness=maps.inner_retina()),
+    )
     rows.append(("fovea + ETDRS table (9 layers)", t))
     t, report = best_of(args.repeat, lambda: run_generator(analyse(labels, SCALE_UM, "OD", "volume")))
     rows.append(("analyse: all maps + ETDRS (target <= 10 s)", t))
     if args.csv:
         with tempfile.TemporaryDirectory() as tmp:
+
             def write() -> None:
                 export_csv(report, Path(tmp) / "a.csv", Path(tmp) / "e.csv", "bench", force=True)
+
             t, _ = best_of(1, write)
             size = (Path(tmp) / "a.csv").stat().st_size
         rows.append((f"CSV export ({n * width * 9:,} rows, {size / 1e6:.0f} MB)", t))
@@ -93,8 +99,10 @@ def main() -> None:
     print(f"\n{'stage':<48}{'seconds':>9}")
     for name, sec in rows:
         print(f"{name:<48}{sec:>9.2f}")
-    print(f"\nfovea found at B-scan {table.fovea[0]:.0f}, A-scan {table.fovea[1]:.0f} "
-          f"(pit placed at {(n - 1) / 2:.1f}, {(width - 1) / 2:.1f})")
+    print(
+        f"\nfovea found at B-scan {table.fovea[0]:.0f}, A-scan {table.fovea[1]:.0f} "
+        f"(pit placed at {(n - 1) / 2:.1f}, {(width - 1) / 2:.1f})"
+    )
     c0 = table.get("total retina", "C0")
     print(f"total retina C0 mean {c0.mean:.1f} µm over {c0.n_ascans} A-scans")
 

@@ -40,6 +40,7 @@ def _write(name: str, data: bytes) -> Callable[[Path], Path]:
         path = tmp / name
         path.write_bytes(data)
         return path
+
     return make
 
 
@@ -52,9 +53,28 @@ def vol_cases(vol_bytes: bytes, n_offsets: int = 150, seed: int = 0) -> Iterator
     (sxs, sys_) = struct.unpack_from("<2I", vol_bytes, 48)
     (hdr,) = struct.unpack_from("<I", vol_bytes, 100)
     slo_end = FILE_HEADER_SIZE + sxs * sys_
-    boundaries = {0, 1, 11, 12, 16, 20, 24, 48, 100, 104, FILE_HEADER_SIZE - 1, FILE_HEADER_SIZE,
-                  slo_end - 1, slo_end, slo_end + 256, slo_end + hdr - 1, slo_end + hdr,
-                  slo_end + hdr + sx * 4, size - 133, size - 132 - 1}
+    boundaries = {
+        0,
+        1,
+        11,
+        12,
+        16,
+        20,
+        24,
+        48,
+        100,
+        104,
+        FILE_HEADER_SIZE - 1,
+        FILE_HEADER_SIZE,
+        slo_end - 1,
+        slo_end,
+        slo_end + 256,
+        slo_end + hdr - 1,
+        slo_end + hdr,
+        slo_end + hdr + sx * 4,
+        size - 133,
+        size - 132 - 1,
+    }
     rng = np.random.default_rng(seed)
     offsets = sorted(boundaries | set(rng.integers(1, size - 132, n_offsets).tolist()))
     for cut in offsets:
@@ -67,7 +87,7 @@ def vol_cases(vol_bytes: bytes, n_offsets: int = 150, seed: int = 0) -> Iterator
             struct.pack_into("<I", data, off, value)
             yield ("vol", f"{name}={value}", _write(f"{name}{value}.vol", bytes(data)))
         data = bytearray(vol_bytes)
-        data[off:off + 4] = data[off:off + 4][::-1]
+        data[off : off + 4] = data[off : off + 4][::-1]
         yield ("vol", f"{name} big-endian", _write(f"{name}_be.vol", bytes(data)))
     for name, off in {"scale_x": 24, "distance": 32, "scale_z": 40}.items():
         for value in (float("nan"), float("inf"), -1.0, 1e30):
@@ -75,13 +95,20 @@ def vol_cases(vol_bytes: bytes, n_offsets: int = 150, seed: int = 0) -> Iterator
             struct.pack_into("<d", data, off, value)
             yield ("vol", f"{name}={value}", _write(f"{name}{value}.vol", bytes(data)))
     bscan = slo_end
-    for name, off, value in (("num_seg", 48, 0xFFFF), ("num_seg", 48, 1 << 30), ("off_seg", 52, 0xFFFFFFF0),
-                             ("bscan magic", 0, 0x41414141)):
+    for name, off, value in (
+        ("num_seg", 48, 0xFFFF),
+        ("num_seg", 48, 1 << 30),
+        ("off_seg", 52, 0xFFFFFFF0),
+        ("bscan magic", 0, 0x41414141),
+    ):
         data = bytearray(vol_bytes)
         struct.pack_into("<I", data, bscan + off, value)
         yield ("vol", f"B-scan {name}={value}", _write(f"b{name}{value}.vol".replace(" ", ""), bytes(data)))
-    yield ("vol", "whole file byte-swapped", _write("swapped.vol",
-                                                    np.frombuffer(vol_bytes[:size - size % 4], "<u4").byteswap().tobytes()))
+    yield (
+        "vol",
+        "whole file byte-swapped",
+        _write("swapped.vol", np.frombuffer(vol_bytes[: size - size % 4], "<u4").byteswap().tobytes()),
+    )
 
 
 def generic_cases(seed: int = 0) -> Iterator[Case]:
@@ -100,6 +127,7 @@ def generic_cases(seed: int = 0) -> Iterator[Case]:
             path = tmp / f"folder{ext}"
             path.mkdir()
             return path
+
         yield (family, "directory", make_dir)
 
 
@@ -123,8 +151,7 @@ def array_cases(marker: Path) -> Iterator[Case]:
     good = npy_bytes(np.zeros((4, 8, 8), np.float32))
     yield ("npy", "truncated data", _write("trunc.npy", good[:-10]))
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
-                                                  "shape": (99_999, 99_999, 9)})
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (99_999, 99_999, 9)})
     absurd = header.getvalue() + bytes(1024)
     yield ("npy", "absurd shape", _write("absurd.npy", absurd))
     yield ("npy", "NaN values", _write("nan.npy", npy_bytes(np.full((2, 4, 4), np.nan, np.float32))))
@@ -145,10 +172,22 @@ def array_cases(marker: Path) -> Iterator[Case]:
         zf.writestr("a.npy", good)
         zf.writestr("b.npy", good)
     yield ("npz", "two arrays, no images", _write("two.npz", buf.getvalue()))
-    tif_header = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2) + struct.pack("<HHII", 256, 4, 1, 1 << 30) \
-        + struct.pack("<HHII", 257, 4, 1, 1 << 30) + b"\x00" * 4
+    tif_header = (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + struct.pack("<H", 2)
+        + struct.pack("<HHII", 256, 4, 1, 1 << 30)
+        + struct.pack("<HHII", 257, 4, 1, 1 << 30)
+        + b"\x00" * 4
+    )
     yield ("tif", "absurd TIFF dimensions", _write("absurd.tif", tif_header))
-    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 1 << 30, 1 << 30) + b"\x08\x00\x00\x00\x00"
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + struct.pack(">II", 1 << 30, 1 << 30)
+        + b"\x08\x00\x00\x00\x00"
+    )
     yield ("png", "absurd PNG dimensions", _write("absurd.png", png + b"\x00" * 4))
 
 
@@ -200,8 +239,10 @@ def main() -> int:
     print(f"{'reader':<8} {'cases':>6}")
     for family, n in sorted(counts.items()):
         print(f"{family:<8} {n:>6}")
-    print(f"{'total':<8} {sum(counts.values()):>6}   failures {len(failures)}   slowest case {slowest:.2f} s   "
-          f"all {total:.1f} s" + ("" if vol_bytes else "   (real .vol absent: no .vol mutations)"))
+    print(
+        f"{'total':<8} {sum(counts.values()):>6}   failures {len(failures)}   slowest case {slowest:.2f} s   "
+        f"all {total:.1f} s" + ("" if vol_bytes else "   (real .vol absent: no .vol mutations)")
+    )
     for failure in failures:
         print("FAIL", failure)
     return 1 if failures else 0

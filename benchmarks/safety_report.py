@@ -60,8 +60,11 @@ class Tally:
 
 def _digest(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``folder`` (temporaries included)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # -- readers -------------------------------------------------------------------------------------------------------
@@ -75,13 +78,15 @@ def reader_families(tmp: Path, n_offsets: int, seeds: int) -> list[Tally]:
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     marker = tmp / "UNPICKLED_MARKER"
     groups: dict[str, list] = {
-        "io.read: empty/random/zero bytes, folders (16 types)":
-            [c for s in range(seeds) for c in fuzz_readers.generic_cases(seed=s)],
+        "io.read: empty/random/zero bytes, folders (16 types)": [
+            c for s in range(seeds) for c in fuzz_readers.generic_cases(seed=s)
+        ],
         "io.read: crafted npy/npz/tif/png": list(fuzz_readers.array_cases(marker)),
     }
     if fuzz_readers.VOL.exists():
         groups["io.read: .vol truncated/absurd/byte-swapped"] = list(
-            fuzz_readers.vol_cases(fuzz_readers.VOL.read_bytes(), n_offsets=n_offsets))
+            fuzz_readers.vol_cases(fuzz_readers.VOL.read_bytes(), n_offsets=n_offsets)
+        )
     tallies = [Tally(name) for name in groups]
     napari_t, labels_t = Tally("napari reader -> None (same files)"), Tally("io.read_labels: label-type files above")
     k = 0
@@ -139,14 +144,17 @@ def checkpoint_family(tmp: Path, n: int) -> Tally:
     for cut in sorted(set(rng.integers(0, len(blob), n).tolist()) | {0, 1, 100, len(blob) - 1}):
         cases.append((f"truncated at {cut}", lambda p, c=cut: p.write_bytes(blob[:c]), False))
     for i in range(n):
+
         def flip(p: Path, seed=i) -> None:
             r = np.random.default_rng(seed)
             data = bytearray(blob)
             for pos in r.integers(0, len(data), r.integers(1, 9)):
                 data[pos] = int(r.integers(0, 256))
             p.write_bytes(bytes(data))
+
         cases.append((f"{i}: random byte changes", flip, True))  # a changed weight byte is still a checkpoint
     for where in ("training", "class_names", "normalization", "config", "state_dict", "top"):
+
         def evil(p: Path, where=where) -> None:
             obj = dict(payload)
             if where == "top":
@@ -156,11 +164,17 @@ def checkpoint_family(tmp: Path, n: int) -> Tally:
             else:
                 obj[where] = fuzz_readers._Marker(str(marker))
             torch.save(obj, p)
+
         cases.append((f"pickle payload in {where}", evil, False))
     raw = pickle.dumps(fuzz_readers._Marker(str(marker)))
     cases.append(("raw pickle payload", lambda p: p.write_bytes(raw), False))
-    for key, value in (("format_version", 99), ("class_names", ["a", "b"]), ("config", {"widths": [4, 8, 16]}),
-                       ("config", "nonsense"), ("state_dict", {})):
+    for key, value in (
+        ("format_version", 99),
+        ("class_names", ["a", "b"]),
+        ("config", {"widths": [4, 8, 16]}),
+        ("config", "nonsense"),
+        ("state_dict", {}),
+    ):
         cases.append((f"{key}={value!r}", lambda p, k=key, v=value: torch.save({**payload, k: v}, p), False))
     for size in (0, 10, 4096):
         cases.append((f"{size} random bytes", lambda p, s=size: p.write_bytes(rng.bytes(s)), False))
@@ -213,8 +227,15 @@ def _inputs(d: Path, n_random: int) -> tuple[dict[str, Path], dict[str, Path], d
     models.update({"payload": d / "evil.pt", "missing": d / "nope.pt"})
     (d / "foreign.pt").write_bytes(rng.bytes(3000))
     models["foreign"] = d / "foreign.pt"
-    images = {"GOOD": d / "vol.npy", "missing": d / "nope.vol", "empty": d / "empty.npy", "nan": d / "nan.npy",
-              "inf": d / "inf.npy", "4-D": d / "four.npy", "folder": d / "folder.tif"}
+    images = {
+        "GOOD": d / "vol.npy",
+        "missing": d / "nope.vol",
+        "empty": d / "empty.npy",
+        "nan": d / "nan.npy",
+        "inf": d / "inf.npy",
+        "4-D": d / "four.npy",
+        "folder": d / "folder.tif",
+    }
     np.save(images["GOOD"], rng.random((2, 32, 32)).astype(np.float32))
     images["empty"].write_bytes(b"")
     np.save(images["nan"], np.full((2, 32, 32), np.nan, np.float32))
@@ -231,9 +252,17 @@ def _inputs(d: Path, n_random: int) -> tuple[dict[str, Path], dict[str, Path], d
     base = np.zeros((2, 32, 32), np.uint8)
     base[:, 8:29] = np.arange(1, 8).repeat(3)[None, :, None]
     base[:, 29:] = 8
-    labels = {"GOOD": d / "labels.npy", "shape": d / "l_shape.npy", "classes>9": d / "l_big.npy",
-              "negative": d / "l_neg.npy", "float": d / "l_float.npy", "nan": images["nan"], "empty": images["empty"],
-              "4-D": images["4-D"], "missing": d / "nope.npy"}
+    labels = {
+        "GOOD": d / "labels.npy",
+        "shape": d / "l_shape.npy",
+        "classes>9": d / "l_big.npy",
+        "negative": d / "l_neg.npy",
+        "float": d / "l_float.npy",
+        "nan": images["nan"],
+        "empty": images["empty"],
+        "4-D": images["4-D"],
+        "missing": d / "nope.npy",
+    }
     np.save(labels["GOOD"], base)
     np.save(labels["shape"], base[:, :16])
     big = base.copy()
@@ -253,12 +282,46 @@ def _argv(cmd: str, out: Path, image: Path, labels: Path, model: Path, device: s
         "info": ["info", str(image)],
         "segment": ["segment", str(image), "--out", str(out), "--model", str(model), "--device", device, "--quiet"],
         "gradcam": ["gradcam", str(image), "--out", str(out), "--model", str(model), "--device", device, "--quiet"],
-        "thickness": ["thickness", str(labels), "--csv", str(out / "t.csv"), "--etdrs", str(out / "e.csv"),
-                      "--scale", "100,3.9,11", "--laterality", "OD", "--quiet"],
-        "evaluate": ["evaluate", "--pred", str(labels), "--truth", str(labels.parent / "labels.npy"),
-                     "--csv", str(out / "eval.csv")],
-        "finetune": ["finetune", "--images", str(image), "--labels", str(labels), "--bscans", "0", "--base",
-                     str(model), "--out", str(out / "new.pt"), "--epochs", "1", "--device", device, "--quiet"],
+        "thickness": [
+            "thickness",
+            str(labels),
+            "--csv",
+            str(out / "t.csv"),
+            "--etdrs",
+            str(out / "e.csv"),
+            "--scale",
+            "100,3.9,11",
+            "--laterality",
+            "OD",
+            "--quiet",
+        ],
+        "evaluate": [
+            "evaluate",
+            "--pred",
+            str(labels),
+            "--truth",
+            str(labels.parent / "labels.npy"),
+            "--csv",
+            str(out / "eval.csv"),
+        ],
+        "finetune": [
+            "finetune",
+            "--images",
+            str(image),
+            "--labels",
+            str(labels),
+            "--bscans",
+            "0",
+            "--base",
+            str(model),
+            "--out",
+            str(out / "new.pt"),
+            "--epochs",
+            "1",
+            "--device",
+            device,
+            "--quiet",
+        ],
     }[cmd]
 
 
@@ -311,11 +374,19 @@ def _interrupting(real: Callable, after: int) -> Callable:
     return wrapped
 
 
-OUTPUTS = {"segment": ["vol.labels.json", "vol.labels.tif"], "gradcam": ["vol.gradcam.json", "vol.gradcam.tif"],
-           "thickness": ["e.csv", "t.csv"], "evaluate": ["eval.csv"], "finetune": ["new.pt"]}
-WORK = {"segment": ("napari_octseg.inference", "segment"), "gradcam": ("napari_octseg.explain", "gradcam"),
-        "thickness": ("napari_octseg.core.thickness", "analyse"),
-        "finetune": ("napari_octseg.learning.finetune", "finetune")}
+OUTPUTS = {
+    "segment": ["vol.labels.json", "vol.labels.tif"],
+    "gradcam": ["vol.gradcam.json", "vol.gradcam.tif"],
+    "thickness": ["e.csv", "t.csv"],
+    "evaluate": ["eval.csv"],
+    "finetune": ["new.pt"],
+}
+WORK = {
+    "segment": ("napari_octseg.inference", "segment"),
+    "gradcam": ("napari_octseg.explain", "gradcam"),
+    "thickness": ("napari_octseg.core.thickness", "analyse"),
+    "finetune": ("napari_octseg.learning.finetune", "finetune"),
+}
 
 
 @contextlib.contextmanager
@@ -374,20 +445,40 @@ def fault_families(tmp: Path, inputs: Path, repeats: int) -> list[Tally]:
     for cmd, (module, name) in WORK.items():
         mod = importlib.import_module(module)
         for after in range(repeats):
-            one(interrupt, cmd, f"Ctrl-C after {after} events", 130,
-                _patched(mod, name, _interrupting(getattr(mod, name), after)))
+            one(
+                interrupt,
+                cmd,
+                f"Ctrl-C after {after} events",
+                130,
+                _patched(mod, name, _interrupting(getattr(mod, name), after)),
+            )
     disk_full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     for f in np.linspace(0.0, 0.95, repeats):
         for exc, code in ((disk_full, 1), (KeyboardInterrupt(), 130)):
             what = f"dies at {f:.0%} ({type(exc).__name__})"
             for cmd in ("segment", "gradcam", "thickness", "evaluate"):
-                one(crash, cmd, f"text write {what}", code,
-                    _patched(pathlib.Path, "write_text", _half_writer(pathlib.Path.write_text, float(f), exc)))
+                one(
+                    crash,
+                    cmd,
+                    f"text write {what}",
+                    code,
+                    _patched(pathlib.Path, "write_text", _half_writer(pathlib.Path.write_text, float(f), exc)),
+                )
             for cmd in ("segment", "gradcam"):
-                one(crash, cmd, f"TIFF write {what}", code,
-                    _patched(tifffile, "imwrite", _dying_file_writer(float(f), exc, 0, b"II*\x00")))
-            one(crash, "finetune", f"checkpoint write {what}", code,
-                _patched(torch, "save", _dying_file_writer(float(f), exc, 1, b"PK\x03\x04")))
+                one(
+                    crash,
+                    cmd,
+                    f"TIFF write {what}",
+                    code,
+                    _patched(tifffile, "imwrite", _dying_file_writer(float(f), exc, 0, b"II*\x00")),
+                )
+            one(
+                crash,
+                "finetune",
+                f"checkpoint write {what}",
+                code,
+                _patched(torch, "save", _dying_file_writer(float(f), exc, 1, b"PK\x03\x04")),
+            )
     return [interrupt, crash]
 
 
@@ -416,8 +507,11 @@ def oom_family(n: int) -> Tally:
 
         def forward(self, x):
             if x.shape[0] > self.limit:
-                raise self.kind("CUDA out of memory. Tried to allocate 9.00 GiB") if self.kind is not RuntimeError \
+                raise (
+                    self.kind("CUDA out of memory. Tried to allocate 9.00 GiB")
+                    if self.kind is not RuntimeError
                     else RuntimeError("CUDA error: out of memory")
+                )
             return self.net(x)
 
     rng = np.random.default_rng(4)
@@ -426,8 +520,9 @@ def oom_family(n: int) -> Tally:
         kind = (torch.OutOfMemoryError, RuntimeError)[i % 2]
         t0 = time.perf_counter()
         try:
-            labels = run_generator(segment(data, LoadedModel(model=Oom(limit, kind)), batch_size=batch,
-                                           device="cpu")).labels
+            labels = run_generator(
+                segment(data, LoadedModel(model=Oom(limit, kind)), batch_size=batch, device="cpu")
+            ).labels
             ok = limit >= 1 and np.array_equal(labels, reference)
         except InputError:
             ok = limit == 0
@@ -466,8 +561,10 @@ def main() -> int:
     columns = ("tried", "clear", "crashes", "hangs", "losses")
     total = Tally("total", *(sum(getattr(t, k) for t in tallies) for k in columns))
     print("-" * len(header))
-    print(f"{'total':<{width}}{total.tried:>7}{total.clear:>7}{total.crashes:>9}{total.hangs:>7}{total.losses:>8}"
-          f"   ({time.perf_counter() - start:.0f} s; hang = a case over {HANG_S:.0f} s)")
+    print(
+        f"{'total':<{width}}{total.tried:>7}{total.clear:>7}{total.crashes:>9}{total.hangs:>7}{total.losses:>8}"
+        f"   ({time.perf_counter() - start:.0f} s; hang = a case over {HANG_S:.0f} s)"
+    )
     for t in tallies:
         for note in t.notes:
             print(f"  {t.family}: {note}")

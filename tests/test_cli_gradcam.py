@@ -35,7 +35,9 @@ def _cli(*args):
 def test_writes_heatmaps_and_sidecar(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     out = tmp_path / "out"
     paths = [oct_inputs / "vol.npy", oct_inputs / "bscan.npy"]
-    code = _cli(*paths, "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--classes", "1,INL,9", "--target", "image")
+    code = _cli(
+        *paths, "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--classes", "1,INL,9", "--target", "image"
+    )
     assert code == 0, capsys.readouterr().err
     assert _files(out) == ["bscan.gradcam.json", "bscan.gradcam.tif", "vol.gradcam.json", "vol.gradcam.tif"]
     loaded = load_checkpoint(tiny_checkpoint)
@@ -74,9 +76,9 @@ def test_existing_outputs_kept_unless_force(tmp_path, oct_inputs, tiny_checkpoin
     assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "decoder"
 
 
-
-def test_failing_json_write_with_force_keeps_the_earlier_outputs(tmp_path, oct_inputs, tiny_checkpoint, capsys,
-                                                                 monkeypatch):
+def test_failing_json_write_with_force_keeps_the_earlier_outputs(
+    tmp_path, oct_inputs, tiny_checkpoint, capsys, monkeypatch
+):
     """The TIFF is renamed into place only once the JSON is complete too: a dying JSON write loses nothing."""
     out = tmp_path / "out"
     out.mkdir()
@@ -90,19 +92,32 @@ def test_failing_json_write_with_force_keeps_the_earlier_outputs(tmp_path, oct_i
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pathlib.Path, "write_text", half_then_disk_full)
-    code = _cli(oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet", "--force")
+    code = _cli(
+        oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet", "--force"
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0]
     assert _files(out) == sorted(earlier)  # no temporaries either
     assert {name: (out / name).read_bytes() for name in earlier} == earlier
 
+
 def test_bad_input_is_one_line_and_writes_nothing_for_it(tmp_path, oct_inputs, tiny_checkpoint, capsys):
     bad = np.ones((2, 20, 20), np.float32)
     bad[1, 4, 4] = np.nan
     np.save(oct_inputs / "nan.npy", bad)
     out = tmp_path / "out"
-    code = _cli(oct_inputs / "nan.npy", oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet")
+    code = _cli(
+        oct_inputs / "nan.npy",
+        oct_inputs / "vol.npy",
+        "--out",
+        out,
+        "--model",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nan.npy" in err[0] and "NaN" in err[0]

@@ -138,7 +138,12 @@ def test_absent_device_and_bad_options(tmp_path, oct_inputs, tiny_checkpoint, ca
     assert main([*base, "--batch-size", "0"]) == 1
     assert "--batch-size" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
-    assert main(["segment", str(oct_inputs / "vol.npy"), "--out", str(tmp_path / "afile"), "--model", str(tiny_checkpoint)]) == 1
+    assert (
+        main(
+            ["segment", str(oct_inputs / "vol.npy"), "--out", str(tmp_path / "afile"), "--model", str(tiny_checkpoint)]
+        )
+        == 1
+    )
     assert "not a folder" in capsys.readouterr().err
     assert not out.exists()
 

@@ -43,13 +43,33 @@ def _one_line_error(capsys) -> str:
 
 def test_writes_both_csv_files(label_tif, tmp_path, capsys):
     out, etdrs = tmp_path / "t.csv", tmp_path / "t_etdrs.csv"
-    rc = main(["thickness", str(label_tif), "--scale", f"300,{AXIAL},75", "--laterality", "OD", "--fovea", "10,40",
-               "--csv", str(out), "--etdrs", str(etdrs), "--quiet"])
+    rc = main(
+        [
+            "thickness",
+            str(label_tif),
+            "--scale",
+            f"300,{AXIAL},75",
+            "--laterality",
+            "OD",
+            "--fovea",
+            "10,40",
+            "--csv",
+            str(out),
+            "--etdrs",
+            str(etdrs),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 21 * 81 * 9
-    assert rows[0] == {"volume": "scan.labels", "bscan": "0", "ascan": "0", "layer": "NFL",
-                       "thickness_um": f"{3 * AXIAL:.3f}"}
+    assert rows[0] == {
+        "volume": "scan.labels",
+        "bscan": "0",
+        "ascan": "0",
+        "layer": "NFL",
+        "thickness_um": f"{3 * AXIAL:.3f}",
+    }
     sectors = {(r["layer"], r["sector"]): r for r in csv.DictReader(etdrs.open())}
     assert float(sectors[("INL", "C0")]["mean_um"]) == pytest.approx(7 * AXIAL, abs=1e-6)
     assert float(sectors[("total retina", "N1")]["mean_um"]) == pytest.approx(sum(THICK_PX) * AXIAL, abs=1e-5)
@@ -58,8 +78,18 @@ def test_writes_both_csv_files(label_tif, tmp_path, capsys):
 
 
 def test_prints_short_table(label_tif, tmp_path, capsys):
-    rc = main(["thickness", str(label_tif), "--scale", f"300,{AXIAL},75", "--laterality", "OS",
-               "--csv", str(tmp_path / "a.csv")])
+    rc = main(
+        [
+            "thickness",
+            str(label_tif),
+            "--scale",
+            f"300,{AXIAL},75",
+            "--laterality",
+            "OS",
+            "--csv",
+            str(tmp_path / "a.csv"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "ETDRS grid" in out and "nasal = -x (OS)" in out
@@ -84,8 +114,7 @@ def test_scale_from_segment_sidecar(label_tif, tmp_path):
 def test_scale_and_shape_from_image(label_tif, tmp_path, capsys):
     image = tmp_path / "scan.npy"
     np.save(image, np.zeros((21, 40, 81), np.float32))
-    assert main(["thickness", str(label_tif), "--image", str(image), "--csv", str(tmp_path / "a.csv"),
-                 "--quiet"]) == 0
+    assert main(["thickness", str(label_tif), "--image", str(image), "--csv", str(tmp_path / "a.csv"), "--quiet"]) == 0
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((21, 40, 80), np.float32))
     out = tmp_path / "b.csv"
@@ -125,8 +154,19 @@ def test_bad_options_write_nothing(label_tif, tmp_path, capsys, extra, words):
 def test_never_overwrites_without_force(label_tif, tmp_path, capsys):
     out, etdrs = tmp_path / "o.csv", tmp_path / "e.csv"
     etdrs.write_text("precious")
-    args = ["thickness", str(label_tif), "--scale", "300,3.87,75", "--laterality", "OD", "--csv", str(out),
-            "--etdrs", str(etdrs), "--quiet"]
+    args = [
+        "thickness",
+        str(label_tif),
+        "--scale",
+        "300,3.87,75",
+        "--laterality",
+        "OD",
+        "--csv",
+        str(out),
+        "--etdrs",
+        str(etdrs),
+        "--quiet",
+    ]
     assert main(args) == 1
     assert "already exists" in _one_line_error(capsys)
     assert etdrs.read_text() == "precious" and not out.exists()

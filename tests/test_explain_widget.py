@@ -81,7 +81,9 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
     assert widget.progress.value == widget.progress.max == 3
 
 
-def test_second_run_keeps_the_shown_class_and_new_names(make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors):
+def test_second_run_keeps_the_shown_class_and_new_names(
+    make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors
+):
     viewer = make_napari_viewer()
     viewer.add_image(volume_data, name="scan")
     widget = _widget(viewer, tiny_checkpoint, classes=(2, 5))
@@ -175,7 +177,9 @@ def test_missing_bundled_model_is_explained(make_napari_viewer, volume_data, err
     assert not widget.running and "bundled default model" in str(errors[-1])
 
 
-def test_labels_are_hidden_under_heatmaps_and_shown_again(make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors):
+def test_labels_are_hidden_under_heatmaps_and_shown_again(
+    make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors
+):
     viewer = make_napari_viewer()
     viewer.add_image(volume_data, name="scan", scale=SCALE)
     labels_data = (volume_data > volume_data.mean()).astype(np.uint8)

@@ -217,7 +217,12 @@ def test_checkpoint_record_reload_and_segment(tmp_path, pretrained_weights):
     base_file = save_checkpoint(tmp_path / "base.pt", base, training={"data": "toy", "epochs": 1})
     base = load_checkpoint(base_file)
     gen = ft.finetune(
-        volume, labels, [0, 2], base, out_path=tmp_path / "ft.pt", data_source={"images": "toy.npy"},
+        volume,
+        labels,
+        [0, 2],
+        base,
+        out_path=tmp_path / "ft.pt",
+        data_source={"images": "toy.npy"},
         **{**FAST, "epochs": 6},
     )
     result, _ = run(gen)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_finetune import toy_volume
 
 from napari_octseg.cli import main
 from napari_octseg.cli.finetune import select_bscans
 from napari_octseg.core.errors import InputError
 from napari_octseg.models import SegNet, SegNetConfig, load_checkpoint, save_checkpoint
-
-from test_finetune import toy_volume
 
 torch.set_num_threads(1)
 
@@ -28,8 +27,21 @@ def files(tmp_path):
 
 def _args(tmp_path, base, *extra):
     return [
-        "finetune", "--images", str(tmp_path / "scan.npy"), "--labels", str(tmp_path / "labels.npy"),
-        "--base", str(base), "--out", str(tmp_path / "new.pt"), "--epochs", "2", "--device", "cpu", "--quiet", *extra,
+        "finetune",
+        "--images",
+        str(tmp_path / "scan.npy"),
+        "--labels",
+        str(tmp_path / "labels.npy"),
+        "--base",
+        str(base),
+        "--out",
+        str(tmp_path / "new.pt"),
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
     ]
 
 

@@ -9,12 +9,12 @@ import torch
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from test_finetune import toy_volume  # noqa: E402
+
 from napari_octseg._napari import finetune_widget as fw  # noqa: E402
 from napari_octseg._napari.segment_widget import AUTO_LABELS_KEY  # noqa: E402
 from napari_octseg.inference import bscan_hashes  # noqa: E402
 from napari_octseg.models import SegNet, SegNetConfig, load_checkpoint, save_checkpoint  # noqa: E402
-
-from test_finetune import toy_volume  # noqa: E402
 
 pytestmark = pytest.mark.gui
 torch.set_num_threads(1)
@@ -31,7 +31,9 @@ def setup(make_napari_viewer, tmp_path, monkeypatch):
     corrected[2] = truth[2]
     viewer = make_napari_viewer()
     viewer.add_image(volume.data, name="scan")
-    layer = viewer.add_labels(corrected, name="scan labels", metadata={AUTO_LABELS_KEY: {"bscan_hashes": bscan_hashes(auto)}})
+    layer = viewer.add_labels(
+        corrected, name="scan labels", metadata={AUTO_LABELS_KEY: {"bscan_hashes": bscan_hashes(auto)}}
+    )
     torch.manual_seed(0)
     base = save_checkpoint(tmp_path / "base.pt", SegNet(SegNetConfig(widths=(4, 8, 8))), training={"data": "toy"})
     widget = fw.FinetuneWidget(viewer)

@@ -52,9 +52,18 @@ def test_two_step_fit_writes_checkpoint_and_csv(tmp_path):
     train = SegDataset(imgs, labs, augment=True, crop=(32, 32))
     val = SegDataset(imgs[:2], labs[:2])
     cfg = FitConfig(epochs=2, batch_size=2, max_steps_per_epoch=1, amp=True)
-    events, result = drain(fit(tiny(), train, val, cfg, checkpoint_path=tmp_path / "m.pt",
-                               csv_log_path=tmp_path / "log.csv", checkpoint_info={"data": "synthetic"},
-                               device="cpu"))
+    events, result = drain(
+        fit(
+            tiny(),
+            train,
+            val,
+            cfg,
+            checkpoint_path=tmp_path / "m.pt",
+            csv_log_path=tmp_path / "log.csv",
+            checkpoint_info={"data": "synthetic"},
+            device="cpu",
+        )
+    )
     assert isinstance(result, FitResult) and result.stopped_reason == "completed"
     assert [e.kind for e in events] == ["step", "epoch", "step", "epoch"]
     assert all(isinstance(e, FitEvent) for e in events)
@@ -95,8 +104,17 @@ def test_cancel_stops_without_writing(tmp_path):
         calls.append(1)
         return len(calls) > 1
 
-    events, result = drain(fit(tiny(), (imgs, labs), None, FitConfig(epochs=5, batch_size=1),
-                               checkpoint_path=tmp_path / "m.pt", device="cpu", cancel=cancel))
+    events, result = drain(
+        fit(
+            tiny(),
+            (imgs, labs),
+            None,
+            FitConfig(epochs=5, batch_size=1),
+            checkpoint_path=tmp_path / "m.pt",
+            device="cpu",
+            cancel=cancel,
+        )
+    )
     assert result.stopped_reason == "cancelled"
     assert [e.kind for e in events] == ["step"]
     assert not (tmp_path / "m.pt").exists() and result.checkpoint_path is None
@@ -120,8 +138,7 @@ class Poisoned(Dataset):
 def test_nan_loss_diverges_and_keeps_the_best_checkpoint(tmp_path):
     imgs, labs = layered(n=2, h=32, w=32)
     data = Poisoned(imgs, labs)
-    gen = fit(tiny(), data, None, FitConfig(epochs=5, batch_size=2), checkpoint_path=tmp_path / "m.pt",
-              device="cpu")
+    gen = fit(tiny(), data, None, FitConfig(epochs=5, batch_size=2), checkpoint_path=tmp_path / "m.pt", device="cpu")
     for ev in gen:
         if ev.kind == "epoch":
             break
@@ -139,8 +156,9 @@ def test_frozen_encoder_does_not_change(tmp_path):
     model = tiny()
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     dec_before = model.classifier.weight.clone()
-    _, result = drain(fit(model, (imgs, labs), None, FitConfig(epochs=1, batch_size=2, freeze_encoder_epochs=1),
-                          device="cpu"))
+    _, result = drain(
+        fit(model, (imgs, labs), None, FitConfig(epochs=1, batch_size=2, freeze_encoder_epochs=1), device="cpu")
+    )
     for k, v in result.model.encoder.state_dict().items():
         torch.testing.assert_close(v, before[k])
     assert not torch.equal(result.model.classifier.weight, dec_before)
@@ -182,8 +200,17 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path), str(Path(__file__).parent)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path),
+        str(Path(__file__).parent),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())

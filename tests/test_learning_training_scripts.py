@@ -41,9 +41,36 @@ def test_train_kfold_and_evaluate(fake_duke, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     train = _module("train")
     out = tmp_path / "run"
-    argv = ["--data", str(fake_duke), "--out", str(out), "--widths", "4", "8", "8", "--crop", "32", "32",
-            "--train-subjects", "1", "2", "--val-subjects", "3", "--epochs", "1", "--batch-size", "2",
-            "--repeats", "1", "--kfold", "3", "--fold", "1", "--device", "cpu"]
+    argv = [
+        "--data",
+        str(fake_duke),
+        "--out",
+        str(out),
+        "--widths",
+        "4",
+        "8",
+        "8",
+        "--crop",
+        "32",
+        "32",
+        "--train-subjects",
+        "1",
+        "2",
+        "--val-subjects",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--repeats",
+        "1",
+        "--kfold",
+        "3",
+        "--fold",
+        "1",
+        "--device",
+        "cpu",
+    ]
     monkeypatch.setattr(sys, "argv", ["train.py", *argv])
     assert train.main(argv) == 0
     run = json.loads((out / "run.json").read_text())

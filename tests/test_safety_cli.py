@@ -63,45 +63,114 @@ def files(tmp_path_factory):
     return d
 
 
-def _argv(cmd: str, d: pathlib.Path, out: pathlib.Path, image="vol.npy", labels="labels.npy",
-          model="tiny.pt", device="cpu", extra=()) -> list[str]:
+def _argv(
+    cmd: str,
+    d: pathlib.Path,
+    out: pathlib.Path,
+    image="vol.npy",
+    labels="labels.npy",
+    model="tiny.pt",
+    device="cpu",
+    extra=(),
+) -> list[str]:
     """A full command line for ``cmd`` whose outputs all go under ``out``."""
     if cmd == "info":
         return ["info", str(d / image)]
     if cmd == "view":
         return ["view", str(d / image), "--no-widget"]
     if cmd in ("segment", "gradcam"):
-        return [cmd, str(d / image), "--out", str(out), "--model", str(d / model), "--device", device, "--quiet",
-                *extra]
+        return [
+            cmd,
+            str(d / image),
+            "--out",
+            str(out),
+            "--model",
+            str(d / model),
+            "--device",
+            device,
+            "--quiet",
+            *extra,
+        ]
     if cmd == "thickness":
-        return ["thickness", str(d / labels), "--csv", str(out / "t.csv"), "--etdrs", str(out / "t_etdrs.csv"),
-                "--scale", "100,3.9,11", "--laterality", "OD", "--quiet", *extra]
+        return [
+            "thickness",
+            str(d / labels),
+            "--csv",
+            str(out / "t.csv"),
+            "--etdrs",
+            str(out / "t_etdrs.csv"),
+            "--scale",
+            "100,3.9,11",
+            "--laterality",
+            "OD",
+            "--quiet",
+            *extra,
+        ]
     if cmd == "evaluate":
         return ["evaluate", "--pred", str(d / labels), "--truth", str(d / "labels.npy"), "--csv", str(out / "e.csv")]
     if cmd == "finetune":
-        return ["finetune", "--images", str(d / image), "--labels", str(d / labels), "--bscans", "0",
-                "--base", str(d / model), "--out", str(out / "new.pt"), "--epochs", "1", "--device", device,
-                "--quiet"]
+        return [
+            "finetune",
+            "--images",
+            str(d / image),
+            "--labels",
+            str(d / labels),
+            "--bscans",
+            "0",
+            "--base",
+            str(d / model),
+            "--out",
+            str(out / "new.pt"),
+            "--epochs",
+            "1",
+            "--device",
+            device,
+            "--quiet",
+        ]
     raise AssertionError(cmd)
 
 
-BAD_IMAGES = {"missing": "nope.vol", "foreign": "foreign.vol", "empty": "empty.npy", "nan": "nan.npy",
-              "folder": "folder.tif"}
-BAD_LABELS = {"missing": "nope.npy", "empty": "empty.npy", "shape": "labels_shape.npy", "classes>9": "labels_big.npy",
-              "negative": "labels_neg.npy", "float": "labels_float.npy", "nan": "nan.npy", "4-D": "labels_4d.tif"}
+BAD_IMAGES = {
+    "missing": "nope.vol",
+    "foreign": "foreign.vol",
+    "empty": "empty.npy",
+    "nan": "nan.npy",
+    "folder": "folder.tif",
+}
+BAD_LABELS = {
+    "missing": "nope.npy",
+    "empty": "empty.npy",
+    "shape": "labels_shape.npy",
+    "classes>9": "labels_big.npy",
+    "negative": "labels_neg.npy",
+    "float": "labels_float.npy",
+    "nan": "nan.npy",
+    "4-D": "labels_4d.tif",
+}
 BAD_MODELS = {"pickle payload": "evil.pt", "foreign bytes": "foreign.pt", "missing": "nope.pt"}
 
 CASES = (
-    [(cmd, f"image {k}", {"image": v}) for cmd in ("info", "view", "segment", "gradcam", "finetune")
-     for k, v in BAD_IMAGES.items()]
+    [
+        (cmd, f"image {k}", {"image": v})
+        for cmd in ("info", "view", "segment", "gradcam", "finetune")
+        for k, v in BAD_IMAGES.items()
+    ]
     + [("thickness", f"labels {k}", {"labels": v}) for k, v in BAD_LABELS.items()]
     + [("evaluate", f"labels {k}", {"labels": v}) for k, v in BAD_LABELS.items()]
     + [("finetune", f"labels {k}", {"labels": v}) for k, v in BAD_LABELS.items() if k != "missing"]
     + [(cmd, f"model {k}", {"model": v}) for cmd in ("segment", "gradcam", "finetune") for k, v in BAD_MODELS.items()]
-    + ([(cmd, "absent device cuda", {"device": "cuda"}) for cmd in ("segment", "gradcam", "finetune")]
-       if not torch.cuda.is_available() else [])
-    + [("thickness", "labels shape differs from --image", {"extra": ["--image", "FILES/vol.npy"],
-                                                           "labels": "labels_shape.npy"})]
+    + (
+        [(cmd, "absent device cuda", {"device": "cuda"}) for cmd in ("segment", "gradcam", "finetune")]
+        if not torch.cuda.is_available()
+        else []
+    )
+    + [
+        (
+            "thickness",
+            "labels shape differs from --image",
+            {"extra": ["--image", "FILES/vol.npy"], "labels": "labels_shape.npy"},
+        )
+    ]
 )
 
 
@@ -180,12 +249,15 @@ def _interrupt_after_first_event(real):
     return wrapped
 
 
-@pytest.mark.parametrize("cmd, module, name", [
-    ("segment", "napari_octseg.inference", "segment"),
-    ("gradcam", "napari_octseg.explain", "gradcam"),
-    ("thickness", "napari_octseg.core.thickness", "analyse"),
-    ("finetune", "napari_octseg.learning.finetune", "finetune"),
-])
+@pytest.mark.parametrize(
+    "cmd, module, name",
+    [
+        ("segment", "napari_octseg.inference", "segment"),
+        ("gradcam", "napari_octseg.explain", "gradcam"),
+        ("thickness", "napari_octseg.core.thickness", "analyse"),
+        ("finetune", "napari_octseg.learning.finetune", "finetune"),
+    ],
+)
 def test_interrupt_during_work_keeps_no_output(files, tmp_path, capsys, monkeypatch, cmd, module, name):
     import importlib
 
@@ -233,8 +305,9 @@ DISK_FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 @pytest.mark.parametrize("exc, code", [(DISK_FULL, 1), (KeyboardInterrupt(), 130)], ids=["disk-full", "ctrl-c"])
 @pytest.mark.parametrize("cmd", ["segment", "thickness", "evaluate"])
-def test_crash_mid_write_keeps_the_previous_files_and_no_temporary(files, tmp_path, capsys, monkeypatch, cmd, exc,
-                                                                    code):
+def test_crash_mid_write_keeps_the_previous_files_and_no_temporary(
+    files, tmp_path, capsys, monkeypatch, cmd, exc, code
+):
     """With --force, a write that dies half-way leaves the files it was replacing byte-identical."""
     out = tmp_path / "out"
     out.mkdir()
@@ -291,8 +364,9 @@ def test_console_entry_point_prints_one_line_and_no_traceback(files, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     argv = _argv("thickness", files, out, labels="labels_big.npy")
-    proc = subprocess.run([sys.executable, "-m", "napari_octseg", *argv], capture_output=True, text=True,
-                          timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_octseg", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 1
     assert "label values must be within 0..9" in _one_error_line(proc.stderr, "thickness")
     assert _files_under(out) == []

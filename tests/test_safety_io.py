@@ -28,8 +28,9 @@ def test_every_crafted_label_file_is_one_label_error(tmp_path):
     from napari_octseg.io import read_labels
 
     marker = tmp_path / "UNPICKLED_MARKER"
-    cases = [c for c in list(fuzz_readers.generic_cases()) + list(fuzz_readers.array_cases(marker))
-             if c[0] in LABEL_FAMILIES]
+    cases = [
+        c for c in list(fuzz_readers.generic_cases()) + list(fuzz_readers.array_cases(marker)) if c[0] in LABEL_FAMILIES
+    ]
     assert len(cases) >= 25
     for i, (family, what, make) in enumerate(cases):
         case_dir = tmp_path / f"case{i}"
@@ -42,10 +43,17 @@ def test_every_crafted_label_file_is_one_label_error(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("values, dtype", [
-    ([0, 10], np.uint8), ([-1, 3], np.int16), ([0.5, 1], np.float32), ([np.nan, 1], np.float32),
-    ([0, 300], np.uint16), ([True, False], np.bool_),
-])
+@pytest.mark.parametrize(
+    "values, dtype",
+    [
+        ([0, 10], np.uint8),
+        ([-1, 3], np.int16),
+        ([0.5, 1], np.float32),
+        ([np.nan, 1], np.float32),
+        ([0, 300], np.uint16),
+        ([True, False], np.bool_),
+    ],
+)
 def test_label_values_outside_the_scheme_are_refused_or_exact(tmp_path, values, dtype):
     from napari_octseg.io import read_labels
 
@@ -68,8 +76,15 @@ def test_napari_reader_returns_none_for_mixed_and_odd_paths(tmp_path):
     nan = tmp_path / "nan.npy"
     np.save(nan, np.full((2, 8, 8), np.nan, np.float32))
     assert get_reader(str(good)) is not None
-    for paths in ([str(good), str(bad)], [str(nan)], [], str(tmp_path / "missing.vol"), str(tmp_path / "x.txt"),
-                  [str(good), str(tmp_path / "x.docx")], str(tmp_path)):
+    for paths in (
+        [str(good), str(bad)],
+        [str(nan)],
+        [],
+        str(tmp_path / "missing.vol"),
+        str(tmp_path / "x.txt"),
+        [str(good), str(tmp_path / "x.docx")],
+        str(tmp_path),
+    ):
         assert get_reader(paths) is None, paths
 
 

@@ -125,8 +125,9 @@ def test_resegmenting_never_replaces_an_edited_result(make_napari_viewer, qtbot,
     assert _digest(image) == image_before  # the image is read, never written
 
 
-def test_segment_cancel_leaves_every_layer_as_it_was(make_napari_viewer, qtbot, checkpoint, volume, errors,
-                                                     monkeypatch):
+def test_segment_cancel_leaves_every_layer_as_it_was(
+    make_napari_viewer, qtbot, checkpoint, volume, errors, monkeypatch
+):
     viewer = make_napari_viewer()
     viewer.add_image(volume.data, **image_layer_kwargs(volume, "scan"))
     viewer.add_labels(volume.labels.copy(), **labels_layer_kwargs("my corrections", scale=volume.scale_um))
@@ -141,8 +142,9 @@ def test_segment_cancel_leaves_every_layer_as_it_was(make_napari_viewer, qtbot, 
     assert [type(e).__name__ for e in errors] == ["Cancelled"]
 
 
-def test_explain_cancel_leaves_every_layer_as_it_was(make_napari_viewer, qtbot, checkpoint, volume, errors,
-                                                     monkeypatch):
+def test_explain_cancel_leaves_every_layer_as_it_was(
+    make_napari_viewer, qtbot, checkpoint, volume, errors, monkeypatch
+):
     viewer = make_napari_viewer()
     viewer.add_image(volume.data, **image_layer_kwargs(volume, "scan"))
     viewer.add_labels(volume.labels.copy(), **labels_layer_kwargs("scan labels", scale=volume.scale_um))

@@ -77,7 +77,7 @@ def test_unscaled_is_in_pixels_and_says_so():
 def test_fluid_counts_in_total_and_as_its_own_layer():
     lab = flat_volume(2, 4)
     inl_top = ILM + 3 + 5
-    lab[0, inl_top + 1:inl_top + 5, 1] = 9  # 4 fluid pixels inside the INL
+    lab[0, inl_top + 1 : inl_top + 5, 1] = 9  # 4 fluid pixels inside the INL
     scale = (100.0, AXIAL, 50.0)
     th = thickness_maps(lab, scale)
     np.testing.assert_allclose(th.maps["fluid"][0], [0, 4 * AXIAL, 0, 0], rtol=1e-6)
@@ -176,7 +176,7 @@ def test_fovea_found_at_the_thinnest_inner_retina():
     lab = np.zeros((41, DEPTH, 161), np.uint8)
     z = (np.arange(41) - 23)[:, None] * 200.0
     x = (np.arange(161) - 70)[None, :] * 50.0
-    pit = np.exp(-(np.hypot(z, x) / 600.0) ** 2)
+    pit = np.exp(-((np.hypot(z, x) / 600.0) ** 2))
     for i in range(41):
         for j in range(161):
             nfl = int(round(3 - 3 * pit[i, j]))
@@ -283,4 +283,3 @@ def test_export_csv_reads_back_the_maps(tmp_path):
 def test_analyse_rejects_bad_fovea():
     with pytest.raises(InputError, match="fovea"):
         report_of(flat_volume(3, 4), GRID_SCALE, fovea=(np.nan, 1.0))
-

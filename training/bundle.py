@@ -55,20 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     speed = ev_mod.measure_speed(str(args.run / "best.pt"), threads=2)
     load = os.getloadavg()[0]
     pooled = ev["pooled"]
-    record.update({
-        "wall_time_minutes": result["minutes"],
-        "epochs_run": result["epochs_run"],
-        "best_epoch": result["best_epoch"],
-        "stopped_reason": result["stopped_reason"],
-        "val_per_class": [{k: r[k] for k in ("class", "name", "accuracy", "dice", "iou")}
-                          for r in score_rows(pooled, ev["class_names"])],
-        "val_mean_dice_scored": pooled["mean_dice_scored"],
-        "cpu_bscans_per_second_496x512_2threads": round(speed, 2),
-        "cpu_load_average_during_speed_test": round(load, 2),
-    })
+    record.update(
+        {
+            "wall_time_minutes": result["minutes"],
+            "epochs_run": result["epochs_run"],
+            "best_epoch": result["best_epoch"],
+            "stopped_reason": result["stopped_reason"],
+            "val_per_class": [
+                {k: r[k] for k in ("class", "name", "accuracy", "dice", "iou")}
+                for r in score_rows(pooled, ev["class_names"])
+            ],
+            "val_mean_dice_scored": pooled["mean_dice_scored"],
+            "cpu_bscans_per_second_496x512_2threads": round(speed, 2),
+            "cpu_load_average_during_speed_test": round(load, 2),
+        }
+    )
     out_pt = WEIGHTS / f"{args.name}.pt"
-    save_checkpoint(out_pt, loaded.model, class_names=loaded.class_names, normalization=loaded.normalization,
-                    training=record)
+    save_checkpoint(
+        out_pt, loaded.model, class_names=loaded.class_names, normalization=loaded.normalization, training=record
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     ev_mod.write_csv(RESULTS / f"{args.name}_val_per_class.csv", ev)
     ev_mod.plot_curves(args.run / "log.csv", RESULTS / f"{args.name}_curves.png")
@@ -85,7 +90,7 @@ def model_card(name: str, rec: dict, ev: dict, speed: float, load: float, loaded
         for s, r in ev["per_subject"].items()
     )
     layers_ok = all(pooled["dice"][c] >= 0.80 for c in range(1, 8))
-    target = ("met" if pooled["mean_dice_scored"] >= 0.85 and layers_ok else "NOT met")
+    target = "met" if pooled["mean_dice_scored"] >= 0.85 and layers_ok else "NOT met"
     hw = rec.get("hardware", {})
     fc = rec.get("fit_config", {})
     return f"""# {name}: bundled default model of napari-octseg
@@ -102,29 +107,29 @@ Biomed. Opt. Express 6(4):1172-1194 (2015). 11 manually annotated B-scans per su
 Heidelberg Spectralis, 496 rows x 500-548 columns. Research use; the data is not redistributed here.
 
 ## Split
-Subject-wise: trained on Subject_01-06 ({rec['split']['train_bscans']} B-scans), validated (model
-selection: best validation loss) on Subject_07-08 ({rec['split']['val_bscans']} B-scans). The model
+Subject-wise: trained on Subject_01-06 ({rec["split"]["train_bscans"]} B-scans), validated (model
+selection: best validation loss) on Subject_07-08 ({rec["split"]["val_bscans"]} B-scans). The model
 never saw Subject_07-08 gradients; they did choose the checkpoint and the recipe, so they are a
 validation set, not an untouched test set (Subjects 09-10 are scored outside the project).
 
 ## Training
-- Command: `{rec['command']}`
-- Recipe: random {rec['recipe']['crop'][0]}x{rec['recipe']['crop'][1]} crops ({rec['recipe']['repeats']} per
+- Command: `{rec["command"]}`
+- Recipe: random {rec["recipe"]["crop"][0]}x{rec["recipe"]["crop"][1]} crops ({rec["recipe"]["repeats"]} per
   B-scan per epoch, 80 % placed on retina), flips, small rotation/shear/scale, gamma/contrast jitter,
-  speckle noise, blur; loss CE + {fc.get('dice_weight')} x (1 - soft Dice) with median-frequency class
-  weights (power 0.5); Adam lr {fc.get('lr')}, batch {fc.get('batch_size')}, weight decay
-  {fc.get('weight_decay')}, ReduceLROnPlateau (factor {fc.get('lr_factor')}, patience {fc.get('lr_patience')}),
-  early stopping patience {fc.get('early_stop_patience')}, time limit {fc.get('max_seconds')} s.
-- Epochs: {rec['epochs_run']} run, best epoch {rec['best_epoch']} (stopped: {rec['stopped_reason']}).
-- Hardware: {hw.get('device')} ({hw.get('processor')}, {hw.get('cpu_count')} cores shared with other
-  jobs, {hw.get('torch_threads')} torch threads), torch {hw.get('torch')}.
-- Wall time: {rec['wall_time_minutes']} minutes.
+  speckle noise, blur; loss CE + {fc.get("dice_weight")} x (1 - soft Dice) with median-frequency class
+  weights (power 0.5); Adam lr {fc.get("lr")}, batch {fc.get("batch_size")}, weight decay
+  {fc.get("weight_decay")}, ReduceLROnPlateau (factor {fc.get("lr_factor")}, patience {fc.get("lr_patience")}),
+  early stopping patience {fc.get("early_stop_patience")}, time limit {fc.get("max_seconds")} s.
+- Epochs: {rec["epochs_run"]} run, best epoch {rec["best_epoch"]} (stopped: {rec["stopped_reason"]}).
+- Hardware: {hw.get("device")} ({hw.get("processor")}, {hw.get("cpu_count")} cores shared with other
+  jobs, {hw.get("torch_threads")} torch threads), torch {hw.get("torch")}.
+- Wall time: {rec["wall_time_minutes"]} minutes.
 
 ## Validation on Subject_07-08 (whole B-scans, pixels pooled over the 22 B-scans)
 Target: mean Dice over classes 1-7 and 9 >= 0.85 with every layer >= 0.80: **{target}**.
 
 ```
-{format_table(pooled, ev['class_names'])}
+{format_table(pooled, ev["class_names"])}
 ```
 
 | subject | mean Dice 1-7 + fluid | mean Dice layers 1-7 | fluid Dice |

@@ -50,8 +50,12 @@ def evaluate(model_spec: str | None, data: Path, subjects: list[int], device: st
         cm = confusion_matrix(result.labels, labels, n)
         per_subject[path.stem] = scores(cm)
         pooled += cm
-    return {"pooled": scores(pooled), "per_subject": per_subject, "class_names": loaded.class_names,
-            "training": loaded.training}
+    return {
+        "pooled": scores(pooled),
+        "per_subject": per_subject,
+        "class_names": loaded.class_names,
+        "training": loaded.training,
+    }
 
 
 def write_csv(path: Path, ev: dict) -> None:
@@ -126,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {args.model or 'bundled default'}; subjects {args.subjects}; whole B-scans, pooled pixels")
     print(format_table(ev["pooled"], ev["class_names"]))
     for name, res in ev["per_subject"].items():
-        print(f"{name}: mean Dice 1-7+9 {res['mean_dice_scored']:.4f}, layers 1-7 {res['mean_dice_layers']:.4f}, "
-              f"fluid {res['dice'][9]:.4f}")
+        print(
+            f"{name}: mean Dice 1-7+9 {res['mean_dice_scored']:.4f}, layers 1-7 {res['mean_dice_layers']:.4f}, "
+            f"fluid {res['dice'][9]:.4f}"
+        )
     if args.csv:
         write_csv(args.csv, ev)
         print(f"wrote {args.csv}")
@@ -137,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         plot_curves(args.log, args.plot)
         print(f"wrote {args.plot}")
     if args.speed:
-        print(f"speed: {measure_speed(args.model, args.threads):.2f} B-scans/s (496 x 512, CPU, "
-              f"{args.threads} threads, inference_mode)")
+        print(
+            f"speed: {measure_speed(args.model, args.threads):.2f} B-scans/s (496 x 512, CPU, "
+            f"{args.threads} threads, inference_mode)"
+        )
     return 0
 
 

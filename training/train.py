@@ -39,8 +39,20 @@ from napari_octseg.models import DEFAULT_NORMALIZATION, SegNet, SegNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "duke_dme"
-FIT_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "dice_weight", "lr_patience", "lr_factor",
-            "min_lr", "early_stop_patience", "freeze_encoder_epochs", "seed", "max_steps_per_epoch")
+FIT_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "dice_weight",
+    "lr_patience",
+    "lr_factor",
+    "min_lr",
+    "early_stop_patience",
+    "freeze_encoder_epochs",
+    "seed",
+    "max_steps_per_epoch",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,14 +73,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="reuse an existing run folder")
     for key in FIT_KEYS:
-        p.add_argument("--" + key.replace("_", "-"), type=float if key in ("lr", "weight_decay", "dice_weight",
-                       "lr_factor", "min_lr") else int)
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            type=float if key in ("lr", "weight_decay", "dice_weight", "lr_factor", "min_lr") else int,
+        )
     return p.parse_args(argv)
 
 
 def resolve(args: argparse.Namespace) -> dict:
-    cfg: dict = {"widths": [12, 24, 48, 96, 96], "train_subjects": [1, 2, 3, 4, 5, 6], "val_subjects": [7, 8],
-                 "crop": [256, 256], "repeats": 2, "class_weights": "auto", "max_minutes": None}
+    cfg: dict = {
+        "widths": [12, 24, 48, 96, 96],
+        "train_subjects": [1, 2, 3, 4, 5, 6],
+        "val_subjects": [7, 8],
+        "crop": [256, 256],
+        "repeats": 2,
+        "class_weights": "auto",
+        "max_minutes": None,
+    }
     if args.config:
         cfg.update({k: v for k, v in json.loads(args.config.read_text()).items() if not k.startswith("_")})
     for key, value in vars(args).items():
@@ -94,19 +115,34 @@ def run_split(cfg: dict, data: Path, out: Path, train_subjects, val_subjects, de
     config = fit_config(cfg, weights)
     info = {
         "data": f"Duke DME (Chiu et al., Biomed. Opt. Express 6(4):1172, 2015), {data.name}/Subject_NN.npz, "
-                "grader-1 labels, 11 B-scans per subject",
-        "split": {"train_subjects": list(train_subjects), "val_subjects": list(val_subjects),
-                  "train_bscans": len(tr_img), "val_bscans": len(va_img)},
+        "grader-1 labels, 11 B-scans per subject",
+        "split": {
+            "train_subjects": list(train_subjects),
+            "val_subjects": list(val_subjects),
+            "train_bscans": len(tr_img),
+            "val_bscans": len(va_img),
+        },
         "command": command,
         "recipe": {k: cfg[k] for k in ("widths", "crop", "repeats", "class_weights")},
         "normalization": DEFAULT_NORMALIZATION,
     }
     if rank == 0:
-        print(f"model {cfg['widths']}: {model.n_parameters():,} parameters; train {len(tr_img)} B-scans "
-              f"(subjects {train_subjects}), val {len(va_img)} (subjects {val_subjects})", flush=True)
+        print(
+            f"model {cfg['widths']}: {model.n_parameters():,} parameters; train {len(tr_img)} B-scans "
+            f"(subjects {train_subjects}), val {len(va_img)} (subjects {val_subjects})",
+            flush=True,
+        )
         print(f"class weights: {weights}", flush=True)
-    gen = fit(model, train_ds, val_ds, config, checkpoint_path=out / "best.pt", csv_log_path=out / "log.csv",
-              checkpoint_info=info, device=device)
+    gen = fit(
+        model,
+        train_ds,
+        val_ds,
+        config,
+        checkpoint_path=out / "best.pt",
+        csv_log_path=out / "log.csv",
+        checkpoint_info=info,
+        device=device,
+    )
     t0 = time.perf_counter()
     while True:
         try:
@@ -116,19 +152,27 @@ def run_split(cfg: dict, data: Path, out: Path, train_subjects, val_subjects, de
             break
         if rank == 0 and ev.kind == "epoch":
             m = ev.val_metrics or {}
-            print(f"epoch {ev.epoch:3d}/{ev.n_epochs} train {ev.train_loss:.4f} val {ev.val_loss:.4f} "
-                  f"dice(1-7,9) {m.get('mean_dice_scored', float('nan')):.4f} lr {ev.lr:.1e} "
-                  f"{'*' if ev.best else ' '} {ev.seconds / 60:.1f} min", flush=True)
+            print(
+                f"epoch {ev.epoch:3d}/{ev.n_epochs} train {ev.train_loss:.4f} val {ev.val_loss:.4f} "
+                f"dice(1-7,9) {m.get('mean_dice_scored', float('nan')):.4f} lr {ev.lr:.1e} "
+                f"{'*' if ev.best else ' '} {ev.seconds / 60:.1f} min",
+                flush=True,
+            )
     best = result.history[result.best_epoch - 1] if result.best_epoch else {}
-    summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-               "stopped_reason": result.stopped_reason, "epochs_run": len(result.history),
-               "minutes": round((time.perf_counter() - t0) / 60, 1), "best_row": best}
+    summary = {
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "stopped_reason": result.stopped_reason,
+        "epochs_run": len(result.history),
+        "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "best_row": best,
+    }
     if rank == 0:
-        from napari_octseg.learning.fit import _validate  # reuse the exact validation pass
-        from napari_octseg.learning.losses import HybridLoss
         from torch.utils.data import DataLoader
 
         from napari_octseg.learning.datasets import pad_collate
+        from napari_octseg.learning.fit import _validate  # reuse the exact validation pass
+        from napari_octseg.learning.losses import HybridLoss
 
         loader = DataLoader(val_ds, batch_size=1, collate_fn=pad_collate)
         _, metrics = _validate(result.model.cpu(), loader, HybridLoss(10), 10, torch.device("cpu"), 1, False)
@@ -156,14 +200,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.fold is not None and i != args.fold:
                 continue
             train = [s for s in subjects if s not in val]
-            results.append({"fold": i, **run_split(cfg, args.data, args.out / f"fold{i}", train, val,
-                                                   args.device, command)})
+            results.append(
+                {"fold": i, **run_split(cfg, args.data, args.out / f"fold{i}", train, val, args.device, command)}
+            )
     else:
-        results.append(run_split(cfg, args.data, args.out, cfg["train_subjects"], cfg["val_subjects"],
-                                 args.device, command))
+        results.append(
+            run_split(cfg, args.data, args.out, cfg["train_subjects"], cfg["val_subjects"], args.device, command)
+        )
     if int(os.environ.get("RANK", 0)) == 0:
-        atomic_write_text(args.out / "run.json", json.dumps({"config": cfg, "command": command,
-                                                            "results": results}, indent=2, default=float))
+        atomic_write_text(
+            args.out / "run.json",
+            json.dumps({"config": cfg, "command": command, "results": results}, indent=2, default=float),
+        )
     return 0
 
 

@@ -28,9 +28,21 @@ FIELD_DEPTH_UM = 1920.0
 
 #: Mean display grey value (0-1) of each class and sub-layer.
 _REFLECTIVITY = {
-    "vitreous": 0.04, "NFL": 0.80, "GCL": 0.42, "IPL": 0.62, "INL": 0.22, "OPL": 0.58,
-    "ONL": 0.13, "ELM": 0.45, "IS": 0.28, "EZ": 0.88, "OS": 0.40, "IZ": 0.62, "RPE": 0.92,
-    "choroid": 0.50, "fluid": 0.03,
+    "vitreous": 0.04,
+    "NFL": 0.80,
+    "GCL": 0.42,
+    "IPL": 0.62,
+    "INL": 0.22,
+    "OPL": 0.58,
+    "ONL": 0.13,
+    "ELM": 0.45,
+    "IS": 0.28,
+    "EZ": 0.88,
+    "OS": 0.40,
+    "IZ": 0.62,
+    "RPE": 0.92,
+    "choroid": 0.50,
+    "fluid": 0.03,
 }
 
 
@@ -92,8 +104,16 @@ def _fluid_pockets(rng: np.random.Generator, a: _Anatomy, n: int) -> list[tuple[
         angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 900)
         layer = 4 if rng.random() < 0.65 else 2
         height = rng.uniform(60, 160) if layer == 4 else rng.uniform(25, 60)
-        pockets.append((a.fovea_x + dist * np.cos(angle), a.fovea_y + dist * np.sin(angle),
-                        rng.uniform(120, 380), rng.uniform(120, 380), height, layer))
+        pockets.append(
+            (
+                a.fovea_x + dist * np.cos(angle),
+                a.fovea_y + dist * np.sin(angle),
+                rng.uniform(120, 380),
+                rng.uniform(120, 380),
+                height,
+                layer,
+            )
+        )
     return pockets
 
 
@@ -183,8 +203,10 @@ def make_volume(
     thick[4] = thick[4] + swelling[4]
 
     # Bruch's membrane depth (µm): tilt + eye curvature + a gentle undulation; layers stack upwards.
-    wave = anat.wave_amp * (np.sin(X * anat.wave_freq[0] * 2 * np.pi + anat.wave_phase[0])
-                            + np.sin(Y * anat.wave_freq[1] * 2 * np.pi + anat.wave_phase[1]))
+    wave = anat.wave_amp * (
+        np.sin(X * anat.wave_freq[0] * 2 * np.pi + anat.wave_phase[0])
+        + np.sin(Y * anat.wave_freq[1] * 2 * np.pi + anat.wave_phase[1])
+    )
     bm = anat.bm_depth + anat.tilt_x * X + anat.tilt_y * Y - anat.curvature * (X**2 + Y**2) + wave
     tops = [bm]
     for t in reversed(thick):
@@ -201,8 +223,15 @@ def make_volume(
     fluid_mask = _fluid_mask(bounds_px, fluid_h, rows, dy)
     labels[fluid_mask] = FLUID_CLASS
     data[fluid_mask] = _REFLECTIVITY["fluid"]
-    _vessel_shadows(data, bounds_px, xs, ys, rows, _vessels(rng, nasal_sign, int(rng.integers(4, 7))
-                                                             if n_vessels is None else int(n_vessels)), dx)
+    _vessel_shadows(
+        data,
+        bounds_px,
+        xs,
+        ys,
+        rows,
+        _vessels(rng, nasal_sign, int(rng.integers(4, 7)) if n_vessels is None else int(n_vessels)),
+        dx,
+    )
     data = _speckle(data, rng, noise, dy, dx)
 
     layers = {name: bounds_px[i].copy() for i, name in enumerate(BOUNDARY_NAMES)}
@@ -229,8 +258,10 @@ def make_volume(
 def _reflectivity_map(labels: np.ndarray, b: np.ndarray, rows: np.ndarray, dy: float) -> np.ndarray:
     """Mean grey value per pixel from the labels, with sub-layer structure inside the classes."""
     R = _REFLECTIVITY
-    lut = np.array([R["vitreous"], R["NFL"], R["GCL"], R["INL"], R["OPL"], R["ONL"], R["EZ"], R["RPE"],
-                    R["choroid"], R["fluid"]], dtype=np.float32)
+    lut = np.array(
+        [R["vitreous"], R["NFL"], R["GCL"], R["INL"], R["OPL"], R["ONL"], R["EZ"], R["RPE"], R["choroid"], R["fluid"]],
+        dtype=np.float32,
+    )
     data = lut[labels]
     top = lambda k: b[k][:, None, :]  # noqa: E731 - boundary k broadcast over rows
     # GCL (upper ~55 %) vs IPL inside class 2.
@@ -268,8 +299,15 @@ def _fluid_mask(b: np.ndarray, fluid_h: dict[int, np.ndarray], rows: np.ndarray,
     return mask
 
 
-def _vessel_shadows(data: np.ndarray, b: np.ndarray, xs: np.ndarray, ys: np.ndarray, rows: np.ndarray,
-                    vessels: list[tuple[float, float, float]], dx: float) -> None:
+def _vessel_shadows(
+    data: np.ndarray,
+    b: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    rows: np.ndarray,
+    vessels: list[tuple[float, float, float]],
+    dx: float,
+) -> None:
     """Bright vessel cross-sections in the inner retina and the dark band they cast below (in place)."""
     for x0, slope, diameter in vessels:
         centre = x0 + slope * ys  # (n,) lateral position per B-scan, µm

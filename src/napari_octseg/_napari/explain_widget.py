@@ -188,8 +188,7 @@ class ExplainWidget(ModelJobWidget):
         stats = [result.stats[c] for c in result.classes]
         strongest = max(s["max"] for s in stats)
         rows = [
-            [f"{s['mean_normalized']:.3f}", f"{s['max'] / strongest:.3f}" if strongest > 0 else "0.000"]
-            for s in stats
+            [f"{s['mean_normalized']:.3f}", f"{s['max'] / strongest:.3f}" if strongest > 0 else "0.000"] for s in stats
         ]
         self.table.value = {"data": rows, "index": list(result.class_names), "columns": list(TABLE_COLUMNS)}
         self.table.visible = True

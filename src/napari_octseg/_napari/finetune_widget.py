@@ -37,7 +37,15 @@ from ..learning.finetune import (
     parse_bscans,
 )
 from ..models.device import DEVICE_CHOICES
-from ._common import Image, Labels, labels_layer_kwargs, report_error, start_worker, unique_layer_name, volume_from_layer
+from ._common import (
+    Image,
+    Labels,
+    labels_layer_kwargs,
+    report_error,
+    start_worker,
+    unique_layer_name,
+    volume_from_layer,
+)
 from ._loss_plot import LossPlot
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, checked_model_spec, model_info_text
 from .segment_widget import AUTO_LABELS_KEY
@@ -95,7 +103,9 @@ class FinetuneWidget(Container):
 
         self.image_combo = ComboBox(label="image", choices=self._image_choices)
         self.labels_combo = ComboBox(label="corrected labels", choices=self._labels_choices)
-        self.bscans_edit = LineEdit(label="B-scans", tooltip="0-based B-scan indices to learn from, e.g. 0, 5, 9 or 3-6")
+        self.bscans_edit = LineEdit(
+            label="B-scans", tooltip="0-based B-scan indices to learn from, e.g. 0, 5, 9 or 3-6"
+        )
         self.detected_label = Label(label="", value="")
         self.detect_btn = PushButton(text="Detect corrected")
         self.current_btn = PushButton(text="Add current B-scan")
@@ -105,15 +115,23 @@ class FinetuneWidget(Container):
         self.epochs_spin = SpinBox(label="epochs", min=1, max=500, value=DEFAULT_EPOCHS)
         self.lr_edit = LineEdit(label="learning rate", value=f"{DEFAULT_LR:g}")
         self.freeze_spin = SpinBox(
-            label="frozen-encoder epochs", min=0, max=500, value=DEFAULT_FREEZE_ENCODER_EPOCHS,
+            label="frozen-encoder epochs",
+            min=0,
+            max=500,
+            value=DEFAULT_FREEZE_ENCODER_EPOCHS,
             tooltip="epochs at the start during which only the decoder learns (limits forgetting)",
         )
         self.replay_files = FileEdit(
-            label="replay data", mode="rm", filter="*.npz",
+            label="replay data",
+            mode="rm",
+            filter="*.npz",
             tooltip="optional .npz files (images, labels) from the base model's training data, mixed in against forgetting",
         )
         self.self_replay_spin = SpinBox(
-            label="self-replay B-scans", min=0, max=1000, value=DEFAULT_SELF_REPLAY_BSCANS,
+            label="self-replay B-scans",
+            min=0,
+            max=1000,
+            value=DEFAULT_SELF_REPLAY_BSCANS,
             tooltip="uncorrected B-scans of this volume, labelled by the base model, mixed in so the model "
             "keeps what it did right (0: off)",
         )
@@ -127,12 +145,26 @@ class FinetuneWidget(Container):
         self.segment_btn = PushButton(text="Segment the rest with the new model", enabled=False)
         self.extend(
             [
-                self.image_combo, self.labels_combo, self.bscans_edit, self.detected_label,
+                self.image_combo,
+                self.labels_combo,
+                self.bscans_edit,
+                self.detected_label,
                 Container(widgets=[self.detect_btn, self.current_btn], layout="horizontal", labels=False),
-                self.base_combo, self.base_file, self.base_info, self.epochs_spin, self.lr_edit, self.freeze_spin,
-                self.replay_files, self.self_replay_spin, self.device_combo, self.out_edit,
+                self.base_combo,
+                self.base_file,
+                self.base_info,
+                self.epochs_spin,
+                self.lr_edit,
+                self.freeze_spin,
+                self.replay_files,
+                self.self_replay_spin,
+                self.device_combo,
+                self.out_edit,
                 Container(widgets=[self.run_btn, self.cancel_btn], layout="horizontal", labels=False),
-                self.progress, self.status, self.keep_check, self.segment_btn,
+                self.progress,
+                self.status,
+                self.keep_check,
+                self.segment_btn,
             ]
         )
         self.loss_plot = LossPlot()
@@ -247,9 +279,18 @@ class FinetuneWidget(Container):
         self._cancel_requested = False
         try:
             gen = finetune(
-                kw["volume"], kw["labels"], kw["bscans"], kw["base"], epochs=epochs, lr=kw["lr"],
-                out_path=kw["out_path"], freeze_encoder_epochs=freeze, device=device, replay=kw["replay"],
-                data_source=kw["data_source"], options=FinetuneOptions(self_replay_bscans=self.self_replay_spin.value),
+                kw["volume"],
+                kw["labels"],
+                kw["bscans"],
+                kw["base"],
+                epochs=epochs,
+                lr=kw["lr"],
+                out_path=kw["out_path"],
+                freeze_encoder_epochs=freeze,
+                device=device,
+                replay=kw["replay"],
+                data_source=kw["data_source"],
+                options=FinetuneOptions(self_replay_bscans=self.self_replay_spin.value),
                 cancel=lambda: self._cancel_requested,
             )
         except OctsegError as exc:
@@ -320,7 +361,11 @@ class FinetuneWidget(Container):
             show_info("every B-scan was learned from; nothing left to segment")
             return
         sub = OctVolume(data=volume.data[rest], scale_um=volume.scale_um, reflectivity=volume.reflectivity)
-        base = np.array(labels.data, dtype=np.uint8, copy=True).reshape(volume.shape) if keep else np.zeros(volume.shape, np.uint8)
+        base = (
+            np.array(labels.data, dtype=np.uint8, copy=True).reshape(volume.shape)
+            if keep
+            else np.zeros(volume.shape, np.uint8)
+        )
         ref = labels if keep else image
         scale, translate, units, ndim = tuple(ref.scale), tuple(ref.translate), tuple(ref.units), ref.ndim
         kept = [i for i in range(volume.n_bscans) if i not in rest]

@@ -20,8 +20,10 @@ def open_viewer(layers: list, dock_widget: bool = True, run: bool = True) -> nap
         try:
             viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
         except Exception as exc:  # the viewer is still useful without the dock
-            print(f"octseg view: note: the '{WIDGET}' widget is not available ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
+            print(
+                f"octseg view: note: the '{WIDGET}' widget is not available ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
     if run:
         napari.run()
     return viewer

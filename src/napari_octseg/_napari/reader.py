@@ -77,8 +77,9 @@ def volume_layers(volume: OctVolume, name: str) -> list[LayerData]:
     if lines is not None:
         out.append(lines)
     if volume.labels is not None:
-        kwargs = labels_layer_kwargs(f"{name} ground truth", scale=volume.scale_um,
-                                     metadata={"source": volume.meta.get("source")})
+        kwargs = labels_layer_kwargs(
+            f"{name} ground truth", scale=volume.scale_um, metadata={"source": volume.meta.get("source")}
+        )
         out.append((volume.labels, with_units(kwargs, volume), "labels"))
     return out
 

@@ -18,6 +18,9 @@ def make_sample_macula() -> list[tuple[Any, dict[str, Any], str]]:
     """
     volume = make_volume()
     image = image_layer_kwargs(volume, SAMPLE_NAME)
-    labels = labels_layer_kwargs(f"{SAMPLE_NAME} ground truth", scale=volume.scale_um,
-                                 metadata={"source": "synthetic", "seed": volume.meta["seed"]})
+    labels = labels_layer_kwargs(
+        f"{SAMPLE_NAME} ground truth",
+        scale=volume.scale_um,
+        metadata={"source": "synthetic", "seed": volume.meta["seed"]},
+    )
     return [(volume.data, image, "image"), (volume.labels, with_units(labels, volume), "labels")]

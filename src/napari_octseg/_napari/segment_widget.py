@@ -60,9 +60,7 @@ class SegmentWidget(ModelJobWidget):
 
     def _progress_text(self, event: Progress) -> str:
         info = event.info or {}
-        return (
-            f"B-scan {event.done}/{event.total} on {info.get('device', '?')} (batch {info.get('batch_size', '?')})"
-        )
+        return f"B-scan {event.done}/{event.total} on {info.get('device', '?')} (batch {info.get('batch_size', '?')})"
 
     def _show_result(self, payload: tuple[Image, Any, SegmentationResult]) -> None:
         self.add_labels_layer(*payload)

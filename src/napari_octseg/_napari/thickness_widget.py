@@ -79,9 +79,23 @@ class ThicknessWidget(Container):
         self.table = Table()
         self.note = Label(value="")
         self.export_button = PushButton(text="Export CSV...", enabled=False)
-        super().__init__(widgets=[self.source_labels, self.image, self.laterality, self.fovea, self.layer, self.run_button,
-                                  self.progress, self.cancel_button, self.legend, self.legend_text, self.table,
-                                  self.note, self.export_button])
+        super().__init__(
+            widgets=[
+                self.source_labels,
+                self.image,
+                self.laterality,
+                self.fovea,
+                self.layer,
+                self.run_button,
+                self.progress,
+                self.cancel_button,
+                self.legend,
+                self.legend_text,
+                self.table,
+                self.note,
+                self.export_button,
+            ]
+        )
         self.table.native.setMinimumHeight(260)
         self.note.native.setWordWrap(True)
         self.report: ThicknessReport | None = None
@@ -106,13 +120,17 @@ class ThicknessWidget(Container):
 
     def _image_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         ours = (self.map_layer,) if hasattr(self, "map_layer") else ()
-        return [(_NO_IMAGE, None)] + [(layer.name, layer) for layer in self._viewer.layers
-                                      if isinstance(layer, Image) and layer not in ours]
+        return [(_NO_IMAGE, None)] + [
+            (layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image) and layer not in ours
+        ]
 
     def _fovea_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         ours = (self.text_layer,) if hasattr(self, "text_layer") else ()
-        return [(AUTO_FOVEA, None)] + [(f"point of '{layer.name}'", layer) for layer in self._viewer.layers
-                                       if isinstance(layer, Points) and layer not in ours]
+        return [(AUTO_FOVEA, None)] + [
+            (f"point of '{layer.name}'", layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Points) and layer not in ours
+        ]
 
     def _refresh(self, _event: Any = None) -> None:
         self.reset_choices()
@@ -143,8 +161,9 @@ class ThicknessWidget(Container):
         if image is not None:
             volume = volume_from_layer(image)
             if volume.shape != labels.shape:
-                raise LabelError(f"labels {labels_layer.name!r} have shape {labels.shape}, image {image.name!r} "
-                                 f"has {volume.shape}")
+                raise LabelError(
+                    f"labels {labels_layer.name!r} have shape {labels.shape}, image {image.name!r} has {volume.shape}"
+                )
             scale, lat = volume.scale_um, volume.laterality
             pattern = volume.scan_pattern if volume.scan_pattern != "unknown" else pattern
         elif not np.allclose(labels_layer.scale, 1.0):
@@ -152,8 +171,15 @@ class ThicknessWidget(Container):
         if self.laterality.value != FROM_IMAGE:
             lat = self.laterality.value
         fovea = self._fovea_from_points(self.fovea.value, scale) if self.fovea.value is not None else None
-        return {"labels": labels, "scale": scale, "laterality": lat, "pattern": pattern, "fovea": fovea,
-                "name": labels_layer.name, "hide": [labels_layer] + ([image] if image is not None else [])}
+        return {
+            "labels": labels,
+            "scale": scale,
+            "laterality": lat,
+            "pattern": pattern,
+            "fovea": fovea,
+            "name": labels_layer.name,
+            "hide": [labels_layer] + ([image] if image is not None else []),
+        }
 
     @staticmethod
     def _fovea_from_points(points: Points, scale: tuple[float, float, float] | None) -> tuple[float, float]:
@@ -240,9 +266,15 @@ class ThicknessWidget(Container):
         title = f"{self._source.get('name', 'labels')} thickness"
         meta = {META_KEY: {"thickness_layer": name, "unit": unit, "scale_um": th.scale_um}}
         if self.map_layer is None or self.map_layer not in self._viewer.layers:
-            self.map_layer = self._viewer.add_image(data, name=unique_layer_name(self._viewer, title),
-                                                    scale=self._map_scale(), colormap="turbo",
-                                                    contrast_limits=(lo, hi), metadata=meta, units=self._units())
+            self.map_layer = self._viewer.add_image(
+                data,
+                name=unique_layer_name(self._viewer, title),
+                scale=self._map_scale(),
+                colormap="turbo",
+                contrast_limits=(lo, hi),
+                metadata=meta,
+                units=self._units(),
+            )
         else:
             self.map_layer.data = data
             self.map_layer.scale = self._map_scale()
@@ -294,14 +326,25 @@ class ThicknessWidget(Container):
             self._replace_layer("grid_layer", None)
             self._replace_layer("text_layer", None)
             return
-        grid = Shapes(shapes, shape_type=types, edge_color="white", face_color="transparent",
-                      edge_width=max(sx, sz / 4), name=unique_layer_name(self._viewer, "thickness grid"),
-                      units=self._units())
+        grid = Shapes(
+            shapes,
+            shape_type=types,
+            edge_color="white",
+            face_color="transparent",
+            edge_width=max(sx, sz / 4),
+            name=unique_layer_name(self._viewer, "thickness grid"),
+            units=self._units(),
+        )
         unit = "µm" if table.unit == "um" else "px"
         texts = [f"{s}\n{rows[s].mean:.0f}" if np.isfinite(rows[s].mean) else f"{s}\n–" for s in label_names]
-        text_layer = Points(label_pos, size=0.0, features={"label": texts}, name=unique_layer_name(
-            self._viewer, f"thickness values ({unit})"), text={"string": "{label}", "color": "white", "size": 11},
-            units=self._units())
+        text_layer = Points(
+            label_pos,
+            size=0.0,
+            features={"label": texts},
+            name=unique_layer_name(self._viewer, f"thickness values ({unit})"),
+            text={"string": "{label}", "color": "white", "size": 11},
+            units=self._units(),
+        )
         self._replace_layer("grid_layer", self._viewer.add_layer(grid))
         self._replace_layer("text_layer", self._viewer.add_layer(text_layer))
 
@@ -345,8 +388,9 @@ class ThicknessWidget(Container):
         try:
             if self.report is None:
                 raise InputError("nothing to export: measure thickness first")
-            written = export_csv(self.report, path, self.sector_path(path), volume_name=self._source.get(
-                "name", "labels"), force=force)
+            written = export_csv(
+                self.report, path, self.sector_path(path), volume_name=self._source.get("name", "labels"), force=force
+            )
         except (OctsegError, OSError) as exc:
             report_error(exc)
             return None

@@ -40,7 +40,9 @@ def read_label_file(path: Path, what: str) -> np.ndarray:
     except (LabelError, InputError):
         raise
     except Exception as exc:  # tifffile / numpy raise many types for foreign or truncated files
-        raise InputError(f"{path}: cannot read {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise InputError(
+            f"{path}: cannot read {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     arr = np.asarray(arr)
     if not np.issubdtype(arr.dtype, np.integer):
         raise LabelError(f"{path}: {what} has dtype {arr.dtype}; integer class labels are needed")

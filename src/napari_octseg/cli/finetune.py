@@ -20,7 +20,12 @@ HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
 
 def register(subparsers: Any) -> None:
-    from ..learning.finetune import DEFAULT_EPOCHS, DEFAULT_FREEZE_ENCODER_EPOCHS, DEFAULT_LR, DEFAULT_SELF_REPLAY_BSCANS
+    from ..learning.finetune import (
+        DEFAULT_EPOCHS,
+        DEFAULT_FREEZE_ENCODER_EPOCHS,
+        DEFAULT_LR,
+        DEFAULT_SELF_REPLAY_BSCANS,
+    )
 
     p = subparsers.add_parser(
         "finetune",
@@ -32,8 +37,12 @@ def register(subparsers: Any) -> None:
         "--labels", required=True, metavar="FILE", help="corrected label volume of the image's shape (TIFF or .npy)"
     )
     p.add_argument("--bscans", metavar="LIST", help="B-scans to learn from, 0-based, e.g. 0,5,9 or 3-6")
-    p.add_argument("--auto", metavar="FILE", help="automatic labels the corrections started from (selects changed B-scans)")
-    p.add_argument("--base", metavar="MODEL", default=None, help="base model: bundled name or checkpoint (default: bundled)")
+    p.add_argument(
+        "--auto", metavar="FILE", help="automatic labels the corrections started from (selects changed B-scans)"
+    )
+    p.add_argument(
+        "--base", metavar="MODEL", default=None, help="base model: bundled name or checkpoint (default: bundled)"
+    )
     p.add_argument("--out", required=True, metavar="NEW.pt", help="the new checkpoint to write")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"learning rate (default {DEFAULT_LR:g})")
@@ -43,7 +52,9 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_FREEZE_ENCODER_EPOCHS,
         help=f"epochs with the encoder frozen at the start (default {DEFAULT_FREEZE_ENCODER_EPOCHS})",
     )
-    p.add_argument("--replay", nargs="+", metavar="NPZ", help="replay B-scans (npz with images, labels) against forgetting")
+    p.add_argument(
+        "--replay", nargs="+", metavar="NPZ", help="replay B-scans (npz with images, labels) against forgetting"
+    )
     p.add_argument(
         "--self-replay",
         type=int,

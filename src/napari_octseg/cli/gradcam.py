@@ -147,6 +147,4 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_run(args)
     classes = resolve_classes(parse_classes(args.classes), loaded.class_names)
     layer_module(loaded.model, args.layer)
-    return run_per_input(
-        "gradcam", args, lambda path: _explain_one(path, args, loaded, classes, args.out), "explained"
-    )
+    return run_per_input("gradcam", args, lambda path: _explain_one(path, args, loaded, classes, args.out), "explained")

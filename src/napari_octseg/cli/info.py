@@ -12,9 +12,12 @@ from ..core.volume import OctVolume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("info", help="describe OCT files (shape, scale in µm, scan pattern, ...)",
-                                   description="Print what napari-octseg reads from each file; unreadable "
-                                   "files get a one-line error and a non-zero exit status.")
+    parser = subparsers.add_parser(
+        "info",
+        help="describe OCT files (shape, scale in µm, scan pattern, ...)",
+        description="Print what napari-octseg reads from each file; unreadable "
+        "files get a one-line error and a non-zero exit status.",
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="OCT file(s) or folder(s) of B-scans")
     parser.set_defaults(func=run)
 

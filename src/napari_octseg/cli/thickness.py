@@ -36,8 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "per-A-scan CSV and, with --etdrs, the sector CSV; existing files are kept unless --force."
         ),
     )
-    p.add_argument("input", metavar="LABELS_OR_INPUT", type=Path,
-                   help="label volume (.tif/.npy) or a file whose reader provides labels (Duke .mat/.npz)")
+    p.add_argument(
+        "input",
+        metavar="LABELS_OR_INPUT",
+        type=Path,
+        help="label volume (.tif/.npy) or a file whose reader provides labels (Duke .mat/.npz)",
+    )
     p.add_argument("--image", type=Path, metavar="FILE", help="the OCT file the labels belong to (scale, laterality)")
     p.add_argument("--scale", metavar="Z,Y,X", help="pixel spacing in µm (B-scan, depth, A-scan)")
     p.add_argument("--laterality", choices=("OD", "OS"), help="eye (overrides the file's)")
@@ -90,8 +94,9 @@ def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, OctVolume | None,
         labels = labels[None] if labels.ndim == 2 else labels
     image = read(args.image) if args.image is not None else None
     if image is not None and tuple(labels.shape) != tuple(image.shape):
-        raise LabelError(f"{path}: labels have shape {tuple(labels.shape)}, the image {args.image} has "
-                         f"{tuple(image.shape)}")
+        raise LabelError(
+            f"{path}: labels have shape {tuple(labels.shape)}, the image {args.image} has {tuple(image.shape)}"
+        )
     described = image if image is not None else source
     if args.scale is not None:
         scale = _floats(args.scale, 3, "--scale")
@@ -113,8 +118,10 @@ def _print_table(report, out_csv: list[Path]) -> None:
     for sector in table.sectors:
         ret = table.get("total retina", sector)
         fl = table.get("fluid", sector)
-        print(f"{sector:<7}{ret.mean:>13.1f}{ret.volume_mm3:>12.4f}{fl.volume_mm3:>11.4f}{ret.n_ascans:>9d}"
-              f"{ret.coverage:>10.2f}")
+        print(
+            f"{sector:<7}{ret.mean:>13.1f}{ret.volume_mm3:>12.4f}{fl.volume_mm3:>11.4f}{ret.n_ascans:>9d}"
+            f"{ret.coverage:>10.2f}"
+        )
     print("wrote " + ", ".join(str(p) for p in out_csv))
 
 
@@ -136,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
         if reason and labels.shape[0] > 1 and pattern != "radial":
             hint = "pass --scale or --image" if scale is None else "pass --laterality OD|OS"
             raise InputError(f"ETDRS not applicable: {reason}; {hint}")
-    report = tqdm_drain(analyse(labels, scale, laterality, pattern, fovea=fovea), desc="thickness",
-                        disable=args.quiet)
+    report = tqdm_drain(analyse(labels, scale, laterality, pattern, fovea=fovea), desc="thickness", disable=args.quiet)
     try:
         written = export_csv(report, args.csv, args.etdrs, volume_name=args.input.stem, force=args.force)
     except OSError as exc:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+
 from ..core.errors import OctsegError
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("view", help="open napari with OCT files and the segmentation widget",
-                                   description="Open napari with the given OCT files (default: the synthetic "
-                                   "sample volume and its ground truth) and dock the 'Segment layers' widget.")
+    parser = subparsers.add_parser(
+        "view",
+        help="open napari with OCT files and the segmentation widget",
+        description="Open napari with the given OCT files (default: the synthetic "
+        "sample volume and its ground truth) and dock the 'Segment layers' widget.",
+    )
     parser.add_argument("files", nargs="*", metavar="FILE", help="OCT file(s) or folder(s); none: the sample volume")
     parser.add_argument("--no-widget", action="store_true", help="do not dock the segmentation widget")
     parser.set_defaults(func=run)

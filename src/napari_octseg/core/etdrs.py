@@ -37,11 +37,23 @@ TSNIT_SECTORS: tuple[str, ...] = ("T", "TS", "NS", "N", "NI", "TI")
 TSNIT_EDGES_DEG: tuple[float, ...] = (45.0, 85.0, 125.0, 235.0, 275.0, 315.0)
 SECTOR_DESCRIPTIONS: dict[str, str] = {
     "C0": "central 1 mm",
-    "S1": "inner superior", "N1": "inner nasal", "I1": "inner inferior", "T1": "inner temporal",
-    "S2": "outer superior", "N2": "outer nasal", "I2": "outer inferior", "T2": "outer temporal",
-    "total": "whole 6 mm grid", "scan": "every measured A-scan",
-    "G": "global (whole circle)", "T": "temporal", "TS": "temporal superior", "NS": "nasal superior",
-    "N": "nasal", "NI": "nasal inferior", "TI": "temporal inferior",
+    "S1": "inner superior",
+    "N1": "inner nasal",
+    "I1": "inner inferior",
+    "T1": "inner temporal",
+    "S2": "outer superior",
+    "N2": "outer nasal",
+    "I2": "outer inferior",
+    "T2": "outer temporal",
+    "total": "whole 6 mm grid",
+    "scan": "every measured A-scan",
+    "G": "global (whole circle)",
+    "T": "temporal",
+    "TS": "temporal superior",
+    "NS": "nasal superior",
+    "N": "nasal",
+    "NI": "nasal inferior",
+    "TI": "temporal inferior",
 }
 _COVERAGE_STEP_UM = 20.0
 
@@ -156,9 +168,7 @@ def find_fovea(
     return float(i), float(j)
 
 
-def _directions(
-    laterality: str, bscan_order: str
-) -> tuple[float, float]:
+def _directions(laterality: str, bscan_order: str) -> tuple[float, float]:
     """Signs that turn +B-scan index into +superior and +A-scan index into +nasal."""
     if laterality not in ("OD", "OS"):
         raise InputError(f"laterality must be 'OD' or 'OS' to place nasal and temporal; got {laterality!r}")
@@ -208,7 +218,10 @@ def _sector_areas_mm2() -> np.ndarray:
 
 
 def _etdrs_coverage(
-    valid: np.ndarray, scale_um: tuple[float, float, float], fovea: tuple[float, float], up_sign: float,
+    valid: np.ndarray,
+    scale_um: tuple[float, float, float],
+    fovea: tuple[float, float],
+    up_sign: float,
     nasal_sign: float,
 ) -> np.ndarray:
     """Fraction of each ETDRS sector's area (and, last, of the whole disc) on a measured A-scan.
@@ -291,13 +304,21 @@ def etdrs_table(
         for s, name in enumerate(names):
             ok = counts[s] > 0 and coverage[s] >= min_coverage
             mean = sums[s] / counts[s] if ok else float("nan")
-            rows.append(SectorRow(layer, name, float(mean), float(mean * 1e-3 * areas[s]), int(counts[s]),
-                                  float(coverage[s])))
+            rows.append(
+                SectorRow(layer, name, float(mean), float(mean * 1e-3 * areas[s]), int(counts[s]), float(coverage[s]))
+            )
         rows.append(_scan_row(layer, values, scale_um))
-    return SectorTable("etdrs", "um", rows, fovea=(float(fovea[0]), float(fovea[1])), laterality=laterality,
-                       note=f"ETDRS grid centred on B-scan {fovea[0]:.0f}, A-scan {fovea[1]:.0f}; "
-                            f"{'nasal = +x' if nasal_sign > 0 else 'nasal = -x'} ({laterality}); "
-                            f"B-scan order {bscan_order.replace('_', ' ')}", bscan_order=bscan_order)
+    return SectorTable(
+        "etdrs",
+        "um",
+        rows,
+        fovea=(float(fovea[0]), float(fovea[1])),
+        laterality=laterality,
+        note=f"ETDRS grid centred on B-scan {fovea[0]:.0f}, A-scan {fovea[1]:.0f}; "
+        f"{'nasal = +x' if nasal_sign > 0 else 'nasal = -x'} ({laterality}); "
+        f"B-scan order {bscan_order.replace('_', ' ')}",
+        bscan_order=bscan_order,
+    )
 
 
 def tsnit_sector_map(width: int) -> np.ndarray:
@@ -322,11 +343,19 @@ def tsnit_table(maps: dict[str, np.ndarray], unit: str, min_coverage: float = 0.
             inside = np.ones(values.shape, bool) if s < 0 else sector == s
             n = int((valid & inside).sum())
             coverage = n / max(int(inside.sum()), 1)
-            mean = float(values[valid & inside].astype(np.float64).mean()) if n and coverage >= min_coverage \
+            mean = (
+                float(values[valid & inside].astype(np.float64).mean())
+                if n and coverage >= min_coverage
                 else float("nan")
+            )
             rows.append(SectorRow(layer, name, mean, float("nan"), n, coverage))
-    return SectorTable("tsnit", unit, rows, note="circle scan: A-scans taken in T-S-N-I-T order from the "
-                                                  "temporal meridian (Spectralis convention, both eyes)")
+    return SectorTable(
+        "tsnit",
+        unit,
+        rows,
+        note="circle scan: A-scans taken in T-S-N-I-T order from the "
+        "temporal meridian (Spectralis convention, both eyes)",
+    )
 
 
 def etdrs_unavailable(

@@ -182,9 +182,17 @@ def analyse(
     if fovea is not None and not all(np.isfinite(fovea)):
         raise InputError(f"fovea must be two finite numbers (B-scan, A-scan); got {fovea}")
     thickness = yield from iter_thickness(labels, scale_um)
-    table = sector_table(thickness.maps, thickness.unit, thickness.scale_um, scan_pattern, laterality,
-                         inner_thickness=thickness.inner_retina(), fovea=fovea, min_coverage=min_coverage,
-                         bscan_order=bscan_order)
+    table = sector_table(
+        thickness.maps,
+        thickness.unit,
+        thickness.scale_um,
+        scan_pattern,
+        laterality,
+        inner_thickness=thickness.inner_retina(),
+        fovea=fovea,
+        min_coverage=min_coverage,
+        bscan_order=bscan_order,
+    )
     n = thickness.shape[0]
     yield Progress(n, n, "sectors")
     return ThicknessReport(thickness, table)

@@ -77,8 +77,10 @@ def check_payload(path: str | os.PathLike, needed: int, available: int, compress
     """Reject a header that claims more data bytes than the file can hold (before allocating)."""
     limit = available * MAX_COMPRESSION_RATIO if compressed else available
     if needed > limit:
-        raise fail(path, f"file is truncated or its header is corrupt: it claims {needed} bytes of data, "
-                   f"{available} are present")
+        raise fail(
+            path,
+            f"file is truncated or its header is corrupt: it claims {needed} bytes of data, {available} are present",
+        )
 
 
 def as_volume_array(path: str | os.PathLike, array: np.ndarray) -> np.ndarray:
@@ -92,8 +94,11 @@ def as_volume_array(path: str | os.PathLike, array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
-        raise fail(path, f"has {array.ndim} dimensions {tuple(array.shape)}; expected a B-scan (depth, width) "
-                   "or a volume (n_bscans, depth, width)")
+        raise fail(
+            path,
+            f"has {array.ndim} dimensions {tuple(array.shape)}; expected a B-scan (depth, width) "
+            "or a volume (n_bscans, depth, width)",
+        )
     check_shape(path, array.shape)
     out = np.asarray(array, dtype=np.float32)
     if not np.all(np.isfinite(out)):

@@ -129,8 +129,7 @@ def read_tiff(path: str | os.PathLike) -> OctVolume:
         array = series.asarray()
         scale = _imagej_scale(tif)
     data = as_volume_array(path, _to_grey(path, display_scale(array), samples_last))
-    return OctVolume(data=data, scale_um=scale, reflectivity="display",
-                     meta={"source": str(path), "format": "tiff"})
+    return OctVolume(data=data, scale_um=scale, reflectivity="display", meta={"source": str(path), "format": "tiff"})
 
 
 def natural_key(name: str) -> list:
@@ -180,8 +179,11 @@ def read_image_folder(path: str | os.PathLike) -> OctVolume:
             raise fail(path, f"B-scans differ in size: {files[0].name} is {first.shape}, {file.name} is {image.shape}")
         stack[i] = display_scale(image)
     data = as_volume_array(path, stack)
-    return OctVolume(data=data, reflectivity="display",
-                     meta={"source": str(path), "format": "image folder", "files": [f.name for f in files]})
+    return OctVolume(
+        data=data,
+        reflectivity="display",
+        meta={"source": str(path), "format": "image folder", "files": [f.name for f in files]},
+    )
 
 
 def read_image_file(path: str | os.PathLike) -> OctVolume:

@@ -116,8 +116,11 @@ def read_duke_mat(path: str | os.PathLike, grader: int = 1) -> OctVolume:
     if layers.ndim == 2:
         layers = layers[:, :, None]
     if images.ndim != 3 or layers.ndim != 3 or layers.shape[0] != len(BOUNDARY_NAMES):
-        raise fail(path, f"unexpected shapes: images {images.shape}, {lay_key} {layers.shape} "
-                   f"(expected (H, W, n) and ({len(BOUNDARY_NAMES)}, W, n))")
+        raise fail(
+            path,
+            f"unexpected shapes: images {images.shape}, {lay_key} {layers.shape} "
+            f"(expected (H, W, n) and ({len(BOUNDARY_NAMES)}, W, n))",
+        )
     h, w, n = images.shape
     if layers.shape[1:] != (w, n):
         raise fail(path, f"{lay_key} {layers.shape} does not match images {images.shape}")
@@ -150,8 +153,12 @@ def read_duke_mat(path: str | os.PathLike, grader: int = 1) -> OctVolume:
         reflectivity="display",
         layers={name: kept[i].astype(np.float32) for i, name in enumerate(BOUNDARY_NAMES)},
         labels=labels,
-        meta={"source": str(path), "format": "duke_mat", "z_spacing_known": False,
-              "duke": {"grader": grader, "bscan_indices": annotated.tolist(), "columns": [c0, c1]}},
+        meta={
+            "source": str(path),
+            "format": "duke_mat",
+            "z_spacing_known": False,
+            "duke": {"grader": grader, "bscan_indices": annotated.tolist(), "columns": [c0, c1]},
+        },
     )
 
 

@@ -79,10 +79,20 @@ def _from_eyevolume(path: Path, ev, fmt: str, scale_known: bool) -> OctVolume:
             layers[name] = heights
     laterality = str(ev.laterality).upper() if ev.laterality else None
     laterality = laterality if laterality in ("OD", "OS") else None
-    return OctVolume(data=volume, scale_um=scale, laterality=laterality, scan_pattern="volume" if volume.shape[0] > 1
-                     else "line", reflectivity="display", layers=layers,
-                     meta={"source": str(path), "format": fmt, "device": "Heidelberg Spectralis",
-                           "z_spacing_known": bool(scale and volume.shape[0] > 1)})
+    return OctVolume(
+        data=volume,
+        scale_um=scale,
+        laterality=laterality,
+        scan_pattern="volume" if volume.shape[0] > 1 else "line",
+        reflectivity="display",
+        layers=layers,
+        meta={
+            "source": str(path),
+            "format": fmt,
+            "device": "Heidelberg Spectralis",
+            "z_spacing_known": bool(scale and volume.shape[0] > 1),
+        },
+    )
 
 
 def read_e2e(path: str | os.PathLike) -> OctVolume:
@@ -130,6 +140,6 @@ def _scan_pattern_code(head: bytes) -> int | None:
         return None
     end = head.find(b"</ScanPattern>", start)
     try:
-        return int(head[start + len(b"<ScanPattern>"):end].strip())
+        return int(head[start + len(b"<ScanPattern>") : end].strip())
     except ValueError:
         return None

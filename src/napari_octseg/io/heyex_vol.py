@@ -38,8 +38,27 @@ MAX_SEGMENTATIONS = 64
 
 SCAN_PATTERNS = {0: "unknown", 1: "line", 2: "circle", 3: "volume", 4: "volume", 5: "radial"}
 #: Names of the device lines in the order HEYEX stores them (eyepy's SEG_MAPPING).
-LINE_NAMES = ("ILM", "BM", "RNFL", "GCL", "IPL", "INL", "OPL", "ONL", "ELM", "IOS", "OPT", "CHO", "VIT",
-              "ANT", "PR1", "PR2", "RPE", "IPL+", "IPL-")
+LINE_NAMES = (
+    "ILM",
+    "BM",
+    "RNFL",
+    "GCL",
+    "IPL",
+    "INL",
+    "OPL",
+    "ONL",
+    "ELM",
+    "IOS",
+    "OPT",
+    "CHO",
+    "VIT",
+    "ANT",
+    "PR1",
+    "PR2",
+    "RPE",
+    "IPL+",
+    "IPL-",
+)
 
 # The 258 bytes of file-header fields and the 88 bytes of B-scan header fields (offsets in the docstring
 # of eyepy's vol_format); spare bytes follow both.
@@ -80,19 +99,36 @@ def parse_header(path: str | os.PathLike, raw: bytes) -> dict:
     if not version.startswith("HSF-OCT-"):
         raise fail(path, f"not a Heidelberg .vol file (version field {f[0][:12]!r})")
     hdr = {
-        "version": version, "size_x": f[1], "n_bscans": f[2], "size_z": f[3],
-        "scale_x": f[4], "distance": f[5], "scale_z": f[6],
-        "size_x_slo": f[7], "size_y_slo": f[8], "scale_x_slo": f[9], "scale_y_slo": f[10],
-        "field_size_slo": f[11], "scan_focus": f[12], "scan_position": _text(f[13]),
-        "exam_time": _filetime(f[14]), "scan_pattern": f[15], "bscan_hdr_size": f[16],
-        "id": _text(f[17]), "reference_id": _text(f[18]), "visit_date": _oledate(f[24]),
+        "version": version,
+        "size_x": f[1],
+        "n_bscans": f[2],
+        "size_z": f[3],
+        "scale_x": f[4],
+        "distance": f[5],
+        "scale_z": f[6],
+        "size_x_slo": f[7],
+        "size_y_slo": f[8],
+        "scale_x_slo": f[9],
+        "scale_y_slo": f[10],
+        "field_size_slo": f[11],
+        "scan_focus": f[12],
+        "scan_position": _text(f[13]),
+        "exam_time": _filetime(f[14]),
+        "scan_pattern": f[15],
+        "bscan_hdr_size": f[16],
+        "id": _text(f[17]),
+        "reference_id": _text(f[18]),
+        "visit_date": _oledate(f[24]),
     }
     check_shape(path, (hdr["n_bscans"], hdr["size_z"], hdr["size_x"]), "B-scan volume")
     if hdr["size_x_slo"] or hdr["size_y_slo"]:
         check_shape(path, (hdr["size_y_slo"], hdr["size_x_slo"]), "SLO image")
     if not BSCAN_FIELDS_SIZE <= hdr["bscan_hdr_size"] <= MAX_BSCAN_HEADER:
-        raise fail(path, f"corrupt header: B-scan header size {hdr['bscan_hdr_size']} is outside "
-                   f"{BSCAN_FIELDS_SIZE}..{MAX_BSCAN_HEADER}")
+        raise fail(
+            path,
+            f"corrupt header: B-scan header size {hdr['bscan_hdr_size']} is outside "
+            f"{BSCAN_FIELDS_SIZE}..{MAX_BSCAN_HEADER}",
+        )
     for key in ("scale_x", "scale_z"):
         if not (np.isfinite(hdr[key]) and 0 < hdr[key] < 1.0):
             raise fail(path, f"corrupt header: {key} = {hdr[key]!r} mm is not a plausible pixel size")
@@ -146,8 +182,11 @@ def read_vol(path: str | os.PathLike) -> OctVolume:
                 raise fail(path, f"corrupt B-scan {k}: header does not start with HSF-BS- ({b[0][:12]!r})")
             num_seg, off_seg = b[6], b[7]
             if num_seg > MAX_SEGMENTATIONS or off_seg + num_seg * sx * 4 > hdr["bscan_hdr_size"]:
-                raise fail(path, f"corrupt B-scan {k}: {num_seg} device lines at offset {off_seg} "
-                           f"do not fit its {hdr['bscan_hdr_size']}-byte header")
+                raise fail(
+                    path,
+                    f"corrupt B-scan {k}: {num_seg} device lines at offset {off_seg} "
+                    f"do not fit its {hdr['bscan_hdr_size']}-byte header",
+                )
             seg = np.frombuffer(bhdr, dtype="<f4", count=num_seg * sx, offset=off_seg).reshape(num_seg, sx)
             lines.append(seg)
             positions.append([float(v) for v in b[2:6]])
@@ -187,8 +226,15 @@ def read_vol(path: str | os.PathLike) -> OctVolume:
         "trailing_bytes": int(trailing),
         "device_lines": sorted(layers),
     }
-    return OctVolume(data=data, scale_um=scale, laterality=laterality, scan_pattern=pattern,
-                     reflectivity="linear", layers=layers, meta=meta)
+    return OctVolume(
+        data=data,
+        scale_um=scale,
+        laterality=laterality,
+        scan_pattern=pattern,
+        reflectivity="linear",
+        layers=layers,
+        meta=meta,
+    )
 
 
 def _device_lines(lines: list[np.ndarray], n: int, width: int) -> dict[str, np.ndarray]:

@@ -48,7 +48,9 @@ def read_labels(path: str | os.PathLike, shape: tuple[int, ...] | None = None) -
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
-        raise LabelError(f"{p.name}: labels have {array.ndim} dimensions {array.shape}; expected (n_bscans, depth, width)")
+        raise LabelError(
+            f"{p.name}: labels have {array.ndim} dimensions {array.shape}; expected (n_bscans, depth, width)"
+        )
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise LabelError(f"{p.name}: labels must be integers (found non-integer values)")

@@ -59,10 +59,19 @@ def _to_volume(path: Path, oct_volume, fmt: str, device: str) -> OctVolume:
         if all(np.isfinite(v) and v > 0 for v in (x, z, y)):
             scale = (z * 1000.0, y * 1000.0, x * 1000.0)
     laterality = _LATERALITY.get(str(getattr(oct_volume, "laterality", "") or "").upper())
-    return OctVolume(data=data, scale_um=scale, laterality=laterality,
-                     scan_pattern="volume" if data.shape[0] > 1 else "line", reflectivity="display",
-                     meta={"source": str(path), "format": fmt, "device": device,
-                           "z_spacing_known": scale is not None and data.shape[0] > 1})
+    return OctVolume(
+        data=data,
+        scale_um=scale,
+        laterality=laterality,
+        scan_pattern="volume" if data.shape[0] > 1 else "line",
+        reflectivity="display",
+        meta={
+            "source": str(path),
+            "format": fmt,
+            "device": device,
+            "z_spacing_known": scale is not None and data.shape[0] > 1,
+        },
+    )
 
 
 def _topcon(path: str | os.PathLike, kind: str) -> OctVolume:
@@ -101,8 +110,11 @@ def read_zeiss_img(path: str | os.PathLike) -> OctVolume:
     size = require_file(path)
     cols = next((c for c in _ZEISS_COLS if size % (_ZEISS_ROWS * c) == 0), None)
     if cols is None:
-        raise fail(path, f"not a Zeiss .img cube: {size} bytes is not a whole number of "
-                   f"{_ZEISS_ROWS}x512 or {_ZEISS_ROWS}x200 B-scans")
+        raise fail(
+            path,
+            f"not a Zeiss .img cube: {size} bytes is not a whole number of "
+            f"{_ZEISS_ROWS}x512 or {_ZEISS_ROWS}x200 B-scans",
+        )
     check_shape(path, (size // (_ZEISS_ROWS * cols), _ZEISS_ROWS, cols))
     with library_errors(path, "oct-converter could not read this Zeiss .img file"), _quiet():
         oct_volume = IMG(path).read_oct_volume(rows=_ZEISS_ROWS, cols=cols)

@@ -111,7 +111,11 @@ def jitter_intensity(image: np.ndarray, rng: np.random.Generator, aug: AugmentCo
     if aug.gamma:
         x = x ** np.exp(rng.uniform(-aug.gamma, aug.gamma))
     if aug.contrast or aug.brightness:
-        x = (x - 0.5) * (1 + rng.uniform(-aug.contrast, aug.contrast)) + 0.5 + rng.uniform(-aug.brightness, aug.brightness)
+        x = (
+            (x - 0.5) * (1 + rng.uniform(-aug.contrast, aug.contrast))
+            + 0.5
+            + rng.uniform(-aug.brightness, aug.brightness)
+        )
     if aug.speckle_sigma and rng.random() < aug.speckle_p:
         # Speckle is multiplicative: fully developed speckle intensity is gamma distributed.
         k = 1.0 / (aug.speckle_sigma * rng.uniform(0.2, 1.0)) ** 2

@@ -220,7 +220,10 @@ def duke_files(folder: str | os.PathLike, subjects: Sequence[int] | None = None)
 
 
 def class_weights_from_labels(
-    labels: Sequence[np.ndarray], n_classes: int = N_CLASSES, power: float = 0.5, clip: tuple[float, float] = (0.1, 10.0)
+    labels: Sequence[np.ndarray],
+    n_classes: int = N_CLASSES,
+    power: float = 0.5,
+    clip: tuple[float, float] = (0.1, 10.0),
 ) -> np.ndarray:
     """Median-frequency class weights ``(median_freq / freq) ** power``, clipped; (C,) float32.
 

@@ -378,8 +378,11 @@ def _run(
     train = _Mixture(user, opts.samples_per_epoch, replay_ds, n_replay, opts.seed)
     val = SegDataset(list(images), list(labels), augment=False, crop=None)
     fit_config = FitConfig(
-        **config, batch_size=min(opts.batch_size, len(train)), early_stop_patience=max(3, config["epochs"] // 3),
-        max_seconds=opts.max_seconds, seed=opts.seed,
+        **config,
+        batch_size=min(opts.batch_size, len(train)),
+        early_stop_patience=max(3, config["epochs"] // 3),
+        max_seconds=opts.max_seconds,
+        seed=opts.seed,
     )
     model = copy.deepcopy(base.model).cpu()
     fit_result = None
@@ -393,30 +396,48 @@ def _run(
         seconds = time.perf_counter() - t0
         if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1:
             return FinetuneResult(
-                model=base, checkpoint_path=None, stopped_reason="diverged", bscans=picked, best_epoch=None,
-                history=history, seconds=seconds,
+                model=base,
+                checkpoint_path=None,
+                stopped_reason="diverged",
+                bscans=picked,
+                best_epoch=None,
+                history=history,
+                seconds=seconds,
                 message="fine-tuning diverged (the loss became NaN): the base model is kept and nothing was "
                 "written; try a lower learning rate",
             )
         trained = fit_result.model.cpu().eval()
-        record.update({
-            "epochs_run": len(history),
-            "best_epoch": fit_result.best_epoch,
-            "best_loss_on_corrections": _plain(fit_result.best_val_loss),
-            "stopped_reason": fit_result.stopped_reason,
-            "samples_per_epoch": len(train),
-            "batch_size": fit_config.batch_size,
-            "started_utc": started.isoformat(timespec="seconds"),
-            "seconds": round(seconds, 1),
-            "history": history,
-        })
-        path = save_checkpoint(out, trained, class_names=base.class_names, normalization=base.normalization,
-                               training=record)
-        new = LoadedModel(model=trained, class_names=base.class_names, normalization=dict(base.normalization),
-                          training=record, source=str(path))
+        record.update(
+            {
+                "epochs_run": len(history),
+                "best_epoch": fit_result.best_epoch,
+                "best_loss_on_corrections": _plain(fit_result.best_val_loss),
+                "stopped_reason": fit_result.stopped_reason,
+                "samples_per_epoch": len(train),
+                "batch_size": fit_config.batch_size,
+                "started_utc": started.isoformat(timespec="seconds"),
+                "seconds": round(seconds, 1),
+                "history": history,
+            }
+        )
+        path = save_checkpoint(
+            out, trained, class_names=base.class_names, normalization=base.normalization, training=record
+        )
+        new = LoadedModel(
+            model=trained,
+            class_names=base.class_names,
+            normalization=dict(base.normalization),
+            training=record,
+            source=str(path),
+        )
         return FinetuneResult(
-            model=new, checkpoint_path=path, stopped_reason=fit_result.stopped_reason, bscans=picked,
-            best_epoch=fit_result.best_epoch, history=history, seconds=seconds,
+            model=new,
+            checkpoint_path=path,
+            stopped_reason=fit_result.stopped_reason,
+            bscans=picked,
+            best_epoch=fit_result.best_epoch,
+            history=history,
+            seconds=seconds,
             message=f"fine-tuned on {len(picked)} B-scan(s) in {seconds:.0f} s "
             f"(best epoch {fit_result.best_epoch} of {len(history)}); saved {path}",
         )

@@ -35,7 +35,9 @@ def parse_bscans(text: str, n_bscans: int) -> list[int]:
         if hi < lo:
             raise InputError(f"B-scan list: range {part!r} runs backwards")
         if hi >= n_bscans:
-            raise InputError(f"B-scan list: index {hi} is out of range (the volume has {n_bscans} B-scans, 0-{n_bscans - 1})")
+            raise InputError(
+                f"B-scan list: index {hi} is out of range (the volume has {n_bscans} B-scans, 0-{n_bscans - 1})"
+            )
         out.update(range(lo, hi + 1))
     return sorted(out)
 

@@ -185,13 +185,16 @@ def fit(
     net.to(dev)
     train_model: nn.Module = net
     if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
+        train_model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
     train_loader = DataLoader(
-        train_ds, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-        num_workers=config.num_workers, collate_fn=pad_collate, drop_last=len(train_ds) // world > config.batch_size,
+        train_ds,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        collate_fn=pad_collate,
+        drop_last=len(train_ds) // world > config.batch_size,
         persistent_workers=config.num_workers > 0,
     )
     val_loader = None
@@ -236,8 +239,15 @@ def fit(
                 with torch.autocast(dev.type, enabled=use_amp):
                     loss = criterion(train_model(x), y)
                 flags = _all_sum(
-                    [float(loss.detach()) * len(x), float(len(x)),
-                     float(not torch.isfinite(loss)), float(bool(cancel and cancel()))], dev, world)
+                    [
+                        float(loss.detach()) * len(x),
+                        float(len(x)),
+                        float(not torch.isfinite(loss)),
+                        float(bool(cancel and cancel())),
+                    ],
+                    dev,
+                    world,
+                )
                 if flags[2] > 0:
                     stopped = "diverged"
                     break
@@ -252,8 +262,16 @@ def fit(
                 scaler.update()
                 loss_sum += flags[0]
                 n_seen += int(flags[1])
-                yield FitEvent("step", epoch, config.epochs, step, n_steps, loss_sum / max(n_seen, 1),
-                               lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+                yield FitEvent(
+                    "step",
+                    epoch,
+                    config.epochs,
+                    step,
+                    n_steps,
+                    loss_sum / max(n_seen, 1),
+                    lr=optimizer.param_groups[0]["lr"],
+                    seconds=time.perf_counter() - t0,
+                )
             if stopped in ("diverged", "cancelled"):
                 break
             train_loss = loss_sum / max(n_seen, 1)
@@ -276,12 +294,24 @@ def fit(
             if rank == 0:
                 if improved and ckpt is not None:
                     record = _training_record(config, checkpoint_info, row, epoch, dev, world, time.perf_counter() - t0)
-                    saved_path = save_checkpoint(ckpt, net, class_names=class_names,
-                                                 normalization=normalization, training=record)
+                    saved_path = save_checkpoint(
+                        ckpt, net, class_names=class_names, normalization=normalization, training=record
+                    )
                 if csv_log_path is not None:
                     _write_csv(Path(csv_log_path), history)
-            yield FitEvent("epoch", epoch, config.epochs, n_steps, n_steps, train_loss, val_loss, metrics,
-                           optimizer.param_groups[0]["lr"], improved, time.perf_counter() - t0)
+            yield FitEvent(
+                "epoch",
+                epoch,
+                config.epochs,
+                n_steps,
+                n_steps,
+                train_loss,
+                val_loss,
+                metrics,
+                optimizer.param_groups[0]["lr"],
+                improved,
+                time.perf_counter() - t0,
+            )
             if bad_epochs >= config.early_stop_patience:
                 stopped = "early_stopping"
                 break
@@ -326,9 +356,13 @@ def _validate(net, loader, criterion, n_classes, dev, world, use_amp) -> tuple[f
 
 
 def _history_row(epoch, train_loss, val_loss, metrics, optimizer, seconds, class_names) -> dict:
-    row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
-                           "val_loss": val_loss if val_loss is not None else float("nan"),
-                           "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1)}
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss if val_loss is not None else float("nan"),
+        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": round(seconds, 1),
+    }
     if metrics is not None:
         row["val_pixel_accuracy"] = metrics["pixel_accuracy"]
         row["val_mean_dice_scored"] = metrics["mean_dice_scored"]
@@ -340,17 +374,24 @@ def _history_row(epoch, train_loss, val_loss, metrics, optimizer, seconds, class
 
 def _training_record(config, info, row, epoch, dev, world, seconds) -> dict:
     record = dict(info or {})
-    record.update({
-        "fit_config": config.to_dict(),
-        "epoch": epoch,
-        "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-        "train_loss": row["train_loss"],
-        "hardware": {"device": str(dev), "world_size": world, "platform": platform.platform(),
-                     "processor": platform.processor() or platform.machine(),
-                     "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(),
-                     "cpu_count": os.cpu_count()},
-        "seconds_to_this_epoch": round(seconds, 1),
-    })
+    record.update(
+        {
+            "fit_config": config.to_dict(),
+            "epoch": epoch,
+            "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
+            "train_loss": row["train_loss"],
+            "hardware": {
+                "device": str(dev),
+                "world_size": world,
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "torch": str(torch.__version__),
+                "torch_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+            },
+            "seconds_to_this_epoch": round(seconds, 1),
+        }
+    )
     return _plain(record)
 
 

@@ -139,14 +139,31 @@ def score_rows(result: dict, class_names: Sequence[str] = CLASS_NAMES) -> list[d
         ("mean_dice_scored", "mean layers 1-7 + fluid 9"),
         ("background_dice", "background 0+8 (apart)"),
     ):
-        rows.append({"class": key, "name": label, "group": "summary", "accuracy": float("nan"),
-                     "dice": result[key], "iou": float("nan"), "support": 0})
+        rows.append(
+            {
+                "class": key,
+                "name": label,
+                "group": "summary",
+                "accuracy": float("nan"),
+                "dice": result[key],
+                "iou": float("nan"),
+                "support": 0,
+            }
+        )
     rows[-3]["iou"] = _nanmean(result["iou"][[c for c in LAYER_CLASSES if c < len(result["iou"])]])
     rows[-2]["iou"] = result["mean_iou_scored"]
     rows[-2]["accuracy"] = result["mean_accuracy_scored"]
-    rows.append({"class": "pixel_accuracy", "name": "pixel accuracy (all pixels)", "group": "summary",
-                 "accuracy": result["pixel_accuracy"], "dice": float("nan"), "iou": float("nan"),
-                 "support": int(np.sum(result["support"]))})
+    rows.append(
+        {
+            "class": "pixel_accuracy",
+            "name": "pixel accuracy (all pixels)",
+            "group": "summary",
+            "accuracy": result["pixel_accuracy"],
+            "dice": float("nan"),
+            "iou": float("nan"),
+            "support": int(np.sum(result["support"])),
+        }
+    )
     return rows
 
 
@@ -163,7 +180,9 @@ def format_table(result: dict, class_names: Sequence[str] = CLASS_NAMES) -> str:
     for i, r in enumerate(order):
         if i and r["group"] == "background" and order[i - 1]["group"] != "background":
             lines.append("  -- background (not in the means) --")
-        lines.append(f"{r['class']:>5}  {r['name']:<26} {f(r['accuracy'])} {f(r['dice'])} {f(r['iou'])} {r['support']:>10}")
+        lines.append(
+            f"{r['class']:>5}  {r['name']:<26} {f(r['accuracy'])} {f(r['dice'])} {f(r['iou'])} {r['support']:>10}"
+        )
     lines.append("")
     for r in rows:
         if r["group"] == "summary":
