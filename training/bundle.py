@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="training run folder (best.pt, run.json, log.csv)")
     p.add_argument("--name", default="octseg_default")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "duke_dme")
+    p.add_argument("--append", type=Path, nargs="*", default=[], help="markdown files appended to the model card")
     args = p.parse_args(argv)
     ev_mod = _evaluate_module()
     run = json.loads((args.run / "run.json").read_text())
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     ev_mod.write_csv(RESULTS / f"{args.name}_val_per_class.csv", ev)
     ev_mod.plot_curves(args.run / "log.csv", RESULTS / f"{args.name}_curves.png")
-    atomic_write_text(WEIGHTS / f"{args.name}.md", model_card(args.name, record, ev, speed, load, loaded))
+    card = model_card(args.name, record, ev, speed, load, loaded)
+    for extra in args.append:
+        card += "\n" + extra.read_text(encoding="utf-8")
+    atomic_write_text(WEIGHTS / f"{args.name}.md", card)
     print(format_table(pooled, ev["class_names"]))
     print(f"speed {speed:.2f} B-scans/s; wrote {out_pt} ({out_pt.stat().st_size / 1e6:.1f} MB) and its card")
     return 0
@@ -93,6 +97,19 @@ def model_card(name: str, rec: dict, ev: dict, speed: float, load: float, loaded
     target = "met" if pooled["mean_dice_scored"] >= 0.85 and layers_ok else "NOT met"
     hw = rec.get("hardware", {})
     fc = rec.get("fit_config", {})
+    spacing = " x ".join(f"{v:g}" for v in loaded.normalization.get("pixel_spacing_um", [])) or "the training images'"
+    augment = (
+        "; and other devices (`AugmentConfig.device_spanning`): coarser axial/lateral sampling (1.9-5.6 µm, "
+        "5-30 µm), single-frame speckle to heavy averaging, stronger blur and gamma, histogram equalisation, "
+        "tilt and curvature, vessel shadows"
+        if rec["recipe"].get("augment") == "device"
+        else ""
+    )
+    weights = (
+        "no class weights (weights biased every boundary toward the up-weighted class)"
+        if rec["recipe"].get("class_weights") == "none"
+        else "median-frequency class weights (power 0.5)"
+    )
     return f"""# {name}: bundled default model of napari-octseg
 
 Enhanced SegNet (encoder with pooling indices, unpooling decoder with full-resolution skips),
@@ -114,10 +131,13 @@ validation set, not an untouched test set (Subjects 09-10 are scored outside the
 
 ## Training
 - Command: `{rec["command"]}`
+- Starts from: `{rec.get("init") or "random initialisation"}` (see `training/README.md` for the chain of runs).
+- Input grid: B-scans at {spacing} µm per pixel (axial x lateral); `inference.segment` resamples every
+  B-scan to it from the image's own scale and maps the labels back.
 - Recipe: random {rec["recipe"]["crop"][0]}x{rec["recipe"]["crop"][1]} crops ({rec["recipe"]["repeats"]} per
   B-scan per epoch, 80 % placed on retina), flips, small rotation/shear/scale, gamma/contrast jitter,
-  speckle noise, blur; loss CE + {fc.get("dice_weight")} x (1 - soft Dice) with median-frequency class
-  weights (power 0.5); Adam lr {fc.get("lr")}, batch {fc.get("batch_size")}, weight decay
+  speckle noise, blur{augment}; loss CE + {fc.get("dice_weight")} x (1 - soft Dice), {weights};
+  Adam lr {fc.get("lr")}, batch {fc.get("batch_size")}, weight decay
   {fc.get("weight_decay")}, ReduceLROnPlateau (factor {fc.get("lr_factor")}, patience {fc.get("lr_patience")}),
   early stopping patience {fc.get("early_stop_patience")}, time limit {fc.get("max_seconds")} s.
 - Epochs: {rec["epochs_run"]} run, best epoch {rec["best_epoch"]} (stopped: {rec["stopped_reason"]}).
