@@ -20,7 +20,7 @@ HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
 
 def register(subparsers: Any) -> None:
-    from ..learning.finetune import (
+    from ..learning.finetune_data import (
         DEFAULT_EPOCHS,
         DEFAULT_FREEZE_ENCODER_EPOCHS,
         DEFAULT_LR,
@@ -77,7 +77,7 @@ def select_bscans(labels: np.ndarray, bscans: str | None, auto: np.ndarray | Non
     InputError
         If the rule selects nothing.
     """
-    from ..learning.finetune import changed_bscans, parse_bscans
+    from ..learning.finetune_data import changed_bscans, parse_bscans
 
     n = labels.shape[0]
     if bscans is not None:
