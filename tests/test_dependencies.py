@@ -72,9 +72,7 @@ def test_every_third_party_import_is_declared():
     core = {_name(r) for r in project["dependencies"]}
     gui = core | {_name(r) for r in project["optional-dependencies"]["napari"]}
     headless = [p for p in SRC.rglob("*.py") if GUI not in p.parents]
-    missing = {
-        m: sorted(files) for m, files in _imports(headless).items() if _distribution(m) not in core
-    }
+    missing = {m: sorted(files) for m, files in _imports(headless).items() if _distribution(m) not in core}
     assert not missing, f"imported outside _napari/ but not in [project] dependencies: {missing}"
     missing_gui = {
         m: sorted(files) for m, files in _imports(list(GUI.rglob("*.py"))).items() if _distribution(m) not in gui

@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_SELF_REPLAY_BSCANS,
         metavar="N",
-        help=f"replay up to N uncorrected B-scans labelled by the base model (default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
+        help="replay up to N uncorrected B-scans labelled by the base model "
+        f"(default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
     )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -34,7 +34,8 @@ def describe(volume: OctVolume) -> list[str]:
     else:
         scale = "unknown (the file does not say)"
     lines = [
-        f"  shape        {n} B-scans x {h} rows x {w} A-scans  (dtype {volume.data.dtype}, {volume.reflectivity} reflectivity)",
+        f"  shape        {n} B-scans x {h} rows x {w} A-scans  "
+        f"(dtype {volume.data.dtype}, {volume.reflectivity} reflectivity)",
         f"  scale        {scale}",
         f"  scan pattern {volume.scan_pattern}",
         f"  laterality   {volume.laterality or 'unknown'}",

@@ -52,7 +52,6 @@ from .finetune_data import (
 )
 
 
-
 @dataclass
 class FinetuneOptions:
     """The less common settings of :func:`finetune`.
