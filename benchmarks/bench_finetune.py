@@ -194,7 +194,18 @@ def main() -> int:
             f"{r['other_subject_scored_before']!s:>6}/{r['other_subject_scored_after']!s:<7}"
         )
     print(f"\nwritten {out}")
+    _print_peak_rss()
     return 0
+
+
+def _print_peak_rss() -> None:
+    """The process's peak resident memory (Linux ``ru_maxrss`` is in KiB; macOS reports bytes)."""
+    import resource
+    import sys as _sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_bytes = peak if _sys.platform == "darwin" else peak * 1024
+    print(f"peak RSS of this run (whole process): {peak_bytes / 1e9:.2f} GB")
 
 
 if __name__ == "__main__":

@@ -148,9 +148,10 @@ def test_absent_device_and_bad_options(tmp_path, oct_inputs, tiny_checkpoint, ca
     assert not out.exists()
 
 
-def test_missing_bundled_model_is_one_line(tmp_path, oct_inputs, capsys):
-    if bundled_path().is_file():
-        pytest.skip("the bundled model is installed: nothing missing to report")
+def test_missing_bundled_model_is_one_line(tmp_path, oct_inputs, capsys, monkeypatch):
+    from napari_octseg.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")  # as if the weights were not installed
     assert main(["segment", str(oct_inputs / "vol.npy"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from .device import DEVICE_CHOICES, select_device
     from .normalization import DEFAULT_NORMALIZATION, normalize_bscans
     from .registry import BUNDLED, DEFAULT_MODEL, bundled_path, load_model, resolve_model_path
-    from .segnet import PRESETS, SegNet, SegNetConfig, build_model
+    from .runtime import inference_network, release_cached
+    from .segnet import ARCHITECTURES, PRESETS, SegNet, SegNetConfig, build_model
 
 #: Public name -> the submodule defining it.
 _EXPORTS = {
@@ -33,6 +34,9 @@ _EXPORTS = {
     "bundled_path": "registry",
     "load_model": "registry",
     "resolve_model_path": "registry",
+    "inference_network": "runtime",
+    "release_cached": "runtime",
+    "ARCHITECTURES": "segnet",
     "PRESETS": "segnet",
     "SegNet": "segnet",
     "SegNetConfig": "segnet",
