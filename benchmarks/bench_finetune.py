@@ -6,7 +6,8 @@ subject's 9 OTHER B-scans before and after: mean Dice over the 7 layers (classes
 + fluid (1-7, 9), from the confusion matrix pooled over the 9 B-scans. "other subj." scores the other
 validation subject (never seen in fine-tuning) before/after: a measure of what fine-tuning on one eye
 does to the model elsewhere. Self-replay (the default) uses the images of the subject's other
-B-scans, never their ground truth: in a user's volume those are the B-scans nobody corrected. Wall time of fine-tuning is measured per run (the CPU may be shared:
+B-scans, never their ground truth: in a user's volume those are the B-scans nobody corrected.
+Wall time of fine-tuning is measured per run (the CPU may be shared:
 the load average is printed, and the process CPU time: on an idle 2-core machine the wall time
 is about CPU time / 2).
 
@@ -173,12 +174,16 @@ def main() -> int:
                     f"{row['subject']} {name:<9} {seconds:6.1f} s  layers {row['dice_layers_before']:.3f} -> "
                     f"{row['dice_layers_after']:.3f}  layers+fluid {row['dice_scored_before']:.3f} -> "
                     f"{row['dice_scored_after']:.3f}  other subj. {row['other_subject_scored_before']} -> "
-                    f"{row['other_subject_scored_after']}  ({row['stopped']}, best {row['best_epoch']}/{row['epochs_run']})",
+                    f"{row['other_subject_scored_after']}  "
+                    f"({row['stopped']}, best {row['best_epoch']}/{row['epochs_run']})",
                     flush=True,
                 )
     out = Path(args.csv)
     print(f"\nbase: {base.source}\n")
-    header = f"{'subject':<11} {'variant':<10} {'time s':>7} {'CPU s':>6} {'Dice 1-7 before/after':>22} {'Dice 1-7+9 before/after':>24} {'other subj.':>14}"
+    header = (
+        f"{'subject':<11} {'variant':<10} {'time s':>7} {'CPU s':>6} {'Dice 1-7 before/after':>22} "
+        f"{'Dice 1-7+9 before/after':>24} {'other subj.':>14}"
+    )
     print(header)
     for r in rows:
         r = {k: (float(v) if k in _NUMERIC else v) for k, v in r.items()}
@@ -189,7 +194,18 @@ def main() -> int:
             f"{r['other_subject_scored_before']!s:>6}/{r['other_subject_scored_after']!s:<7}"
         )
     print(f"\nwritten {out}")
+    _print_peak_rss()
     return 0
+
+
+def _print_peak_rss() -> None:
+    """The process's peak resident memory (Linux ``ru_maxrss`` is in KiB; macOS reports bytes)."""
+    import resource
+    import sys as _sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_bytes = peak if _sys.platform == "darwin" else peak * 1024
+    print(f"peak RSS of this run (whole process): {peak_bytes / 1e9:.2f} GB")
 
 
 if __name__ == "__main__":

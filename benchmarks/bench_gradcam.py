@@ -188,5 +188,16 @@ def main() -> None:
         _write_csv(rows, args.out / f"gradcam_mass_{layer}.csv")
 
 
+def _print_peak_rss() -> None:
+    """The process's peak resident memory (Linux ``ru_maxrss`` is in KiB; macOS reports bytes)."""
+    import resource
+    import sys as _sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_bytes = peak if _sys.platform == "darwin" else peak * 1024
+    print(f"peak RSS of this run (whole process): {peak_bytes / 1e9:.2f} GB")
+
+
 if __name__ == "__main__":
     main()
+    _print_peak_rss()

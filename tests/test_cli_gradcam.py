@@ -19,7 +19,6 @@ from napari_octseg.core.progress import run_generator
 from napari_octseg.explain import gradcam
 from napari_octseg.io import read
 from napari_octseg.models import load_checkpoint
-from napari_octseg.models.registry import bundled_path
 
 torch.set_num_threads(1)
 
@@ -148,8 +147,10 @@ def test_missing_model_file_is_one_line(tmp_path, oct_inputs, capsys):
     assert "no such model file" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(bundled_path().is_file(), reason="the bundled model is installed")
-def test_missing_bundled_model_is_explained(tmp_path, oct_inputs, capsys):
+def test_missing_bundled_model_is_explained(tmp_path, oct_inputs, capsys, monkeypatch):
+    from napari_octseg.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")  # as if the weights were not installed
     assert _cli(oct_inputs / "vol.npy", "--out", tmp_path / "out") == 1
     assert "bundled model" in capsys.readouterr().err
 

@@ -148,9 +148,10 @@ def test_absent_device_and_bad_options(tmp_path, oct_inputs, tiny_checkpoint, ca
     assert not out.exists()
 
 
-def test_missing_bundled_model_is_one_line(tmp_path, oct_inputs, capsys):
-    if bundled_path().is_file():
-        pytest.skip("the bundled model is installed: nothing missing to report")
+def test_missing_bundled_model_is_one_line(tmp_path, oct_inputs, capsys, monkeypatch):
+    from napari_octseg.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")  # as if the weights were not installed
     assert main(["segment", str(oct_inputs / "vol.npy"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err
@@ -159,8 +160,9 @@ def test_missing_bundled_model_is_one_line(tmp_path, oct_inputs, capsys):
 def test_command_line_entry_point_prints_no_traceback(tmp_path, oct_inputs, tiny_checkpoint):
     (oct_inputs / "foreign.vol").write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "napari_octseg", "segment", str(oct_inputs / "foreign.vol"), str(oct_inputs / "vol.npy"),
-           "--out", str(out), "--model", str(tiny_checkpoint), "--device", "cpu"]  # fmt: skip
+    inputs = [str(oct_inputs / "foreign.vol"), str(oct_inputs / "vol.npy")]
+    cmd = [sys.executable, "-m", "napari_octseg", "segment", *inputs, "--out", str(out)]
+    cmd += ["--model", str(tiny_checkpoint), "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "foreign.vol" in proc.stderr

@@ -16,7 +16,6 @@ from napari_octseg._napari import explain_widget as ew  # noqa: E402
 from napari_octseg.core.progress import run_generator  # noqa: E402
 from napari_octseg.explain import gradcam  # noqa: E402
 from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, load_checkpoint  # noqa: E402
-from napari_octseg.models.registry import bundled_path  # noqa: E402
 
 SCALE = (120.0, 3.9, 11.3)
 
@@ -167,8 +166,10 @@ def test_problems_are_reported_without_a_worker(make_napari_viewer, tmp_path, vo
     assert [layer.name for layer in viewer.layers] == ["scan"]
 
 
-@pytest.mark.skipif(bundled_path().is_file(), reason="the bundled model is installed")
-def test_missing_bundled_model_is_explained(make_napari_viewer, volume_data, errors):
+def test_missing_bundled_model_is_explained(make_napari_viewer, volume_data, errors, monkeypatch, tmp_path):
+    from napari_octseg._napari import _model_panel
+
+    monkeypatch.setattr(_model_panel, "bundled_path", lambda name="default": tmp_path / "octseg_default.pt")
     viewer = make_napari_viewer()
     viewer.add_image(volume_data, name="scan")
     widget = ew.ExplainWidget(viewer)

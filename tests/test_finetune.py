@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -37,16 +39,16 @@ def tiny(seed: int = 0) -> LoadedModel:
     return LoadedModel(model=SegNet(SegNetConfig(widths=(4, 8, 8))).eval(), source="<tiny test model>")
 
 
-def pretrained_state() -> dict:
+def pretrained_state(seed: int = 0) -> dict:
     """A tiny model trained briefly on toy B-scans whose layers sit 4 rows higher (another "scanner")."""
     from napari_octseg.learning import FitConfig, SegDataset, fit
     from napari_octseg.models import normalize_bscans
 
-    model = tiny()
-    volume, labels = toy_volume(seed=3, bounds=_BOUNDS - 4)
+    model = tiny(seed)
+    volume, labels = toy_volume(seed=3 + seed, bounds=_BOUNDS - 4)
     images = list(normalize_bscans(volume.display_data(), model.normalization))
     data = SegDataset(images, list(labels), augment=True, crop=(64, 64), repeats=8)
-    run(fit(model.model, data, None, FitConfig(epochs=10, lr=1e-2, batch_size=4), device="cpu"))
+    run(fit(model.model, data, None, FitConfig(epochs=10, lr=1e-2, batch_size=4, seed=seed), device="cpu"))
     return {k: v.clone() for k, v in model.model.state_dict().items()}
 
 
@@ -208,40 +210,67 @@ def test_finetune_learns_only_the_listed_bscans_and_never_touches_the_labels(tmp
     assert any(e.kind == "epoch" for e in events) and any(e.kind == "step" for e in events)
 
 
-def test_checkpoint_record_reload_and_segment(tmp_path, pretrained_weights):
+#: The corrected B-scans and the held-out ones scored in the learning test below.
+_CORRECTED, _HELD_OUT = [0, 2], [1, 3]
+
+
+def finetune_gain(tmp_path, seed: int = 0, state: dict | None = None) -> tuple[float, float, ft.FinetuneResult, Path]:
+    """Fine-tune a pretrained tiny model on B-scans 0 and 2 of a toy "new scanner" volume.
+
+    Returns the mean Dice of the base and the fine-tuned (reloaded) model on B-scans 1 and 3, which
+    nothing trained on: self-replay is off because on this toy volume every uncorrected B-scan looks
+    like the corrected ones, so replaying the base model's labels of 1 and 3 would train towards the
+    base model's mistakes on exactly the B-scans scored (self-replay has its own tests below).
+    Everything random (model init, pretraining, noise, crops, augmentation) follows ``seed``.
+    """
     from napari_octseg.inference import segment
     from napari_octseg.learning.metrics import confusion_matrix, scores
 
-    volume, labels = toy_volume(n=4)
-    base = pretrained(pretrained_weights).model
+    volume, labels = toy_volume(n=4, seed=seed)
+    base = pretrained(state if state is not None else pretrained_state(seed)).model
     base_file = save_checkpoint(tmp_path / "base.pt", base, training={"data": "toy", "epochs": 1})
     base = load_checkpoint(base_file)
+    opts = ft.FinetuneOptions(samples_per_epoch=8, self_replay_bscans=0, seed=seed)
     gen = ft.finetune(
         volume,
         labels,
-        [0, 2],
+        _CORRECTED,
         base,
         out_path=tmp_path / "ft.pt",
         data_source={"images": "toy.npy"},
-        **{**FAST, "epochs": 6},
+        **{**FAST, "epochs": 10, "lr": 3e-3, "options": opts},
     )
     result, _ = run(gen)
+    loaded = load_checkpoint(result.checkpoint_path)
+
+    def dice(model: LoadedModel) -> float:
+        labs = ft_run_segment(segment, volume, model)
+        return scores(confusion_matrix(labs[_HELD_OUT], labels[_HELD_OUT], 10))["mean_dice_scored"]
+
+    return dice(base), dice(loaded), result, base_file
+
+
+#: Smallest Dice gain on the held-out B-scans over seeds 0-4 x torch threads 1 and 2, measured with
+#: benchmarks/learning_test_margins.py on two CPUs (see that script's docstring for the table); the
+#: test asks for well under half of it.
+MIN_FINETUNE_GAIN = 0.1
+
+
+def test_checkpoint_record_reload_and_segment(tmp_path, pretrained_weights):
+    base_dice, new_dice, result, base_file = finetune_gain(tmp_path, seed=0, state=pretrained_weights)
     loaded = load_checkpoint(result.checkpoint_path)
     rec = loaded.training
     assert rec["kind"] == "finetune"
     assert rec["base_model"]["source"] == str(base_file)
     assert rec["base_model"]["training"] == {"data": "toy", "epochs": 1}
-    assert rec["bscans"] == [0, 2] and rec["n_bscans_in_volume"] == 4
-    assert rec["epochs"] == 6 and rec["lr"] == FAST["lr"] and rec["data"] == {"images": "toy.npy"}
+    assert rec["bscans"] == _CORRECTED and rec["n_bscans_in_volume"] == 4
+    assert rec["epochs"] == 10 and rec["lr"] == 3e-3 and rec["data"] == {"images": "toy.npy"}
+    assert rec["self_replay"] is None and rec["options"]["seed"] == 0
     assert rec["started_utc"].endswith("+00:00") and rec["seconds"] >= 0
+    base = load_checkpoint(base_file)
     assert loaded.normalization == base.normalization and loaded.class_names == base.class_names
-
-    def dice(model):
-        labs = ft_run_segment(segment, volume, model)
-        return scores(confusion_matrix(labs[[1, 3]], labels[[1, 3]], 10))["mean_dice_scored"]
-
-    # Learned from B-scans 0 and 2 of the "new scanner": better on the unseen 1 and 3 than the base.
-    assert dice(loaded) > dice(base) + 0.1
+    # Learned from B-scans 0 and 2 of the "new scanner": better on the held-out 1 and 3 than the base.
+    assert new_dice > base_dice + MIN_FINETUNE_GAIN, (base_dice, new_dice)
 
 
 def ft_run_segment(segment, volume, model):

@@ -41,8 +41,8 @@ def drain(gen):
             return events, stop.value
 
 
-def tiny():
-    torch.manual_seed(0)
+def tiny(seed: int = 0):
+    torch.manual_seed(seed)
     return SegNet(SegNetConfig(widths=(4, 8, 8)))
 
 
@@ -85,15 +85,31 @@ def test_two_step_fit_writes_checkpoint_and_csv(tmp_path):
     assert {"train_loss", "val_loss", "lr", "val_mean_dice_scored"} <= set(rows[0])
 
 
+def fit_bands(seed: int = 0) -> tuple[float, float, float]:
+    """Train a tiny model on 4 noisy bands; (first epoch's val loss, best val loss, its pixel accuracy).
+
+    Everything random (noise, band shifts, model init, shuffling) follows ``seed``.
+    """
+    imgs, labs = layered(n=4, h=32, w=32, n_bands=4, seed=seed)
+    cfg = FitConfig(epochs=10, batch_size=4, lr=1e-2, early_stop_patience=100, seed=seed)
+    train = SegDataset(imgs, labs, repeats=10)
+    _, result = drain(fit(tiny(seed), train, (imgs, labs), cfg, device="cpu"))
+    first, best = result.history[0], result.history[result.best_epoch - 1]
+    return first["val_loss"], best["val_loss"], best["val_pixel_accuracy"]
+
+
+#: Over seeds 0-4 x torch threads 1 and 2 (benchmarks/learning_test_margins.py, two CPUs) the best
+#: epoch's pixel accuracy was never below MEASURED and the best val loss at most LOSS_RATIO x the first
+#: epoch's; the thresholds sit well inside both (chance accuracy on 4 balanced bands is about 0.25).
+MIN_BANDS_ACCURACY = 0.7
+MAX_BANDS_LOSS_RATIO = 0.9
+
+
 def test_fit_learns_the_bands():
     torch.set_num_threads(1)
-    imgs, labs = layered(n=4, h=32, w=32, n_bands=4)
-    cfg = FitConfig(epochs=6, batch_size=4, lr=1e-2, early_stop_patience=100)
-    train = SegDataset(imgs, labs, repeats=10)
-    _, result = drain(fit(tiny(), train, (imgs, labs), cfg, device="cpu"))
-    first, last = result.history[0], result.history[result.best_epoch - 1]
-    assert last["val_loss"] < first["val_loss"]
-    assert last["val_pixel_accuracy"] > 0.7  # 4 balanced bands: chance is about 0.25
+    first_loss, best_loss, accuracy = fit_bands(seed=0)
+    assert best_loss < MAX_BANDS_LOSS_RATIO * first_loss, (first_loss, best_loss)
+    assert accuracy > MIN_BANDS_ACCURACY
 
 
 def test_cancel_stops_without_writing(tmp_path):

@@ -174,6 +174,12 @@ measures the bare network on an idle machine.
 - Trained briefly on a CPU; the paper-size network (`training/configs/paper.json`) on a GPU should do better.
 - Labels are the Duke grader-1 annotation; inter-grader variability on this set is of the same order
   as the thin-layer errors.
+
+## Terms of use
+Trained on the Duke DME data set, which is made available for research use: these weights are for
+RESEARCH USE ONLY, not for clinical diagnosis. If you use them, cite Chiu et al., Biomed. Opt. Express
+6(4):1172-1194 (2015) (see Data above). The package's code is BSD-3-Clause (LICENSE); NOTICE at the
+repository root repeats these terms.
 """
 
 

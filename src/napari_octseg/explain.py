@@ -49,10 +49,10 @@ from .core.errors import Cancelled, InputError
 from .core.progress import Progress
 from .core.volume import OctVolume
 from .explain_eval import mass_near_region
-from .inference import inference_network, release_cached
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
+from .models.runtime import inference_network, release_cached
 
 Target = Literal["predicted", "image"]
 Reduction = Literal["mean", "sum"]

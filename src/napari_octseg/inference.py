@@ -11,7 +11,6 @@ whole-volume arrays are the input itself, the uint8 labels and (on request) the 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import time
 from collections.abc import Callable, Generator
@@ -21,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import __version__
 from .core.classes import N_CLASSES
@@ -33,6 +31,7 @@ from .grid import GridMap, check_spacing, grid_map, surfaces_to_native, to_model
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
+from .models.runtime import inference_network, release_cached
 from .ordering import FLUID, labels_from_edges, ordered_edges, paint_fluid
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
@@ -143,39 +142,6 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def release_cached(device: torch.device) -> None:
-    """Hand the GPU allocator's cached blocks back to the driver (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
-
-
-def _fuse_conv_bn(net: nn.Module) -> nn.Module:
-    """Fold each eval-mode BatchNorm into the conv before it (same outputs, ~15 % less CPU time)."""
-    for module in net.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        for i in range(len(module) - 1):
-            conv, bn = module[i], module[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None:
-                module[i] = fuse_conv_bn_eval(conv, bn)
-                module[i + 1] = nn.Identity()
-    return net
-
-
-def inference_network(net: nn.Module, device: torch.device) -> nn.Module:
-    """An eval-mode copy of ``net`` on ``device``, BatchNorm folded, channels-last where that is faster.
-
-    Working on a copy leaves the caller's network (its device, mode and modules) untouched.
-    """
-    fast = _fuse_conv_bn(copy.deepcopy(net).eval()).to(device)
-    if device.type in ("cpu", "cuda"):
-        # oneDNN and cuDNN run these small-channel convs markedly faster in NHWC
-        fast = fast.to(memory_format=torch.channels_last)
-    return fast
 
 
 def _forward(

@@ -125,7 +125,8 @@ class FinetuneWidget(Container):
             label="replay data",
             mode="rm",
             filter="*.npz",
-            tooltip="optional .npz files (images, labels) from the base model's training data, mixed in against forgetting",
+            tooltip="optional .npz files (images, labels) from the base model's training data, "
+            "mixed in against forgetting",
         )
         self.self_replay_spin = SpinBox(
             label="self-replay B-scans",

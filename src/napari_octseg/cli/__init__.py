@@ -28,13 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-octseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue  # subcommand not part of this build
-            raise
-        module.register(sub)
+        # Every listed subcommand ships with the package: a missing one is a broken install, said loudly.
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

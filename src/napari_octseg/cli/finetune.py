@@ -21,7 +21,7 @@ HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
 
 def register(subparsers: Any) -> None:
-    from ..learning.finetune import (
+    from ..learning.finetune_data import (
         DEFAULT_EPOCHS,
         DEFAULT_FREEZE_ENCODER_EPOCHS,
         DEFAULT_LR,
@@ -62,7 +62,8 @@ def register(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_SELF_REPLAY_BSCANS,
         metavar="N",
-        help=f"replay up to N uncorrected B-scans labelled by the base model (default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
+        help="replay up to N uncorrected B-scans labelled by the base model "
+        f"(default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
     )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -79,7 +80,7 @@ def select_bscans(labels: np.ndarray, bscans: str | None, auto: np.ndarray | Non
     InputError
         If the rule selects nothing.
     """
-    from ..learning.finetune import changed_bscans, parse_bscans
+    from ..learning.finetune_data import changed_bscans, parse_bscans
 
     n = labels.shape[0]
     if bscans is not None:

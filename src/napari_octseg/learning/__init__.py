@@ -1,36 +1,62 @@
-"""Training engine: hybrid loss, metrics, datasets with OCT augmentation, and the ``fit`` generator."""
+"""Training engine: hybrid loss, metrics, datasets with OCT augmentation, and the ``fit`` generator.
 
-from .augment import AugmentConfig
-from .datasets import (
-    SegDataset,
-    class_weights_from_labels,
-    duke_files,
-    load_duke_npz,
-    pad_collate,
-    validate_pairs,
-)
-from .fit import STOP_REASONS, FitConfig, FitEvent, FitResult, fit
-from .losses import IGNORE_INDEX, HybridLoss, soft_dice
-from .metrics import confusion_matrix, format_table, score_rows, scores
+The names below are loaded on first use (PEP 562): ``learning.metrics`` and ``learning.finetune_data``
+are numpy-only, and importing them (``octseg evaluate``, ``octseg --help``) must not pull in torch.
+"""
 
-__all__ = [
-    "IGNORE_INDEX",
-    "STOP_REASONS",
-    "AugmentConfig",
-    "FitConfig",
-    "FitEvent",
-    "FitResult",
-    "HybridLoss",
-    "SegDataset",
-    "class_weights_from_labels",
-    "confusion_matrix",
-    "duke_files",
-    "fit",
-    "format_table",
-    "load_duke_npz",
-    "pad_collate",
-    "score_rows",
-    "scores",
-    "soft_dice",
-    "validate_pairs",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .augment import AugmentConfig
+    from .datasets import (
+        SegDataset,
+        class_weights_from_labels,
+        duke_files,
+        load_duke_npz,
+        pad_collate,
+        validate_pairs,
+    )
+    from .fit import STOP_REASONS, FitConfig, FitEvent, FitResult, fit
+    from .losses import IGNORE_INDEX, HybridLoss, soft_dice
+    from .metrics import confusion_matrix, format_table, score_rows, scores
+
+#: Public name -> the submodule defining it.
+_EXPORTS = {
+    "AugmentConfig": "augment",
+    "SegDataset": "datasets",
+    "class_weights_from_labels": "datasets",
+    "duke_files": "datasets",
+    "load_duke_npz": "datasets",
+    "pad_collate": "datasets",
+    "validate_pairs": "datasets",
+    "STOP_REASONS": "fit",
+    "FitConfig": "fit",
+    "FitEvent": "fit",
+    "FitResult": "fit",
+    "fit": "fit",
+    "IGNORE_INDEX": "losses",
+    "HybridLoss": "losses",
+    "soft_dice": "losses",
+    "confusion_matrix": "metrics",
+    "format_table": "metrics",
+    "score_rows": "metrics",
+    "scores": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

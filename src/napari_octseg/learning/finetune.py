@@ -39,14 +39,18 @@ from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.registry import WEIGHTS_DIR
-from .finetune_data import ReplaySet, changed_bscans, format_bscans, load_replay, parse_bscans, self_replay_bscans
-
-#: Defaults chosen with benchmarks/bench_finetune.py (2 corrected B-scans, Duke subjects 07-08).
-DEFAULT_EPOCHS = 12
-DEFAULT_LR = 1e-4
-DEFAULT_FREEZE_ENCODER_EPOCHS = 4
-#: Uncorrected B-scans of the volume (evenly spaced) that the base model labels for self-replay.
-DEFAULT_SELF_REPLAY_BSCANS = 16
+from .finetune_data import (
+    DEFAULT_EPOCHS,
+    DEFAULT_FREEZE_ENCODER_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_SELF_REPLAY_BSCANS,
+    ReplaySet,
+    changed_bscans,
+    format_bscans,
+    load_replay,
+    parse_bscans,
+    self_replay_bscans,
+)
 
 
 @dataclass

@@ -14,6 +14,14 @@ import numpy as np
 
 from ..core.errors import InputError, LabelError
 
+# Here, not in finetune.py, so that ``octseg finetune --help`` can show them without importing torch.
+#: Defaults chosen with benchmarks/bench_finetune.py (2 corrected B-scans, Duke subjects 07-08).
+DEFAULT_EPOCHS = 12
+DEFAULT_LR = 1e-4
+DEFAULT_FREEZE_ENCODER_EPOCHS = 4
+#: Uncorrected B-scans of the volume (evenly spaced) that the base model labels for self-replay.
+DEFAULT_SELF_REPLAY_BSCANS = 16
+
 
 def parse_bscans(text: str, n_bscans: int) -> list[int]:
     """Parse a B-scan list such as ``"0, 5, 9"`` or ``"3-6, 10"`` (0-based, ranges inclusive).

@@ -1,28 +1,59 @@
-"""Networks, checkpoints (data, not code), device choice and the registry of bundled weights."""
+"""Networks, checkpoints (data, not code), device choice and the registry of bundled weights.
 
-from .checkpoint import FORMAT_VERSION, LoadedModel, checkpoint_from_dict, load_checkpoint, save_checkpoint
-from .device import DEVICE_CHOICES, select_device
-from .normalization import DEFAULT_NORMALIZATION, normalize_bscans
-from .registry import BUNDLED, DEFAULT_MODEL, bundled_path, load_model, resolve_model_path
-from .segnet import PRESETS, SegNet, SegNetConfig, build_model
+The names below are loaded on first use (PEP 562), so ``import napari_octseg.models`` (and the
+``octseg --help``, ``info`` and ``thickness`` commands, which only need :data:`DEVICE_CHOICES`) imports
+no torch.
+"""
 
-__all__ = [
-    "BUNDLED",
-    "DEFAULT_MODEL",
-    "DEFAULT_NORMALIZATION",
-    "DEVICE_CHOICES",
-    "FORMAT_VERSION",
-    "PRESETS",
-    "LoadedModel",
-    "SegNet",
-    "SegNetConfig",
-    "build_model",
-    "bundled_path",
-    "checkpoint_from_dict",
-    "load_checkpoint",
-    "load_model",
-    "normalize_bscans",
-    "resolve_model_path",
-    "save_checkpoint",
-    "select_device",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checkpoint import FORMAT_VERSION, LoadedModel, checkpoint_from_dict, load_checkpoint, save_checkpoint
+    from .device import DEVICE_CHOICES, select_device
+    from .normalization import DEFAULT_NORMALIZATION, normalize_bscans
+    from .registry import BUNDLED, DEFAULT_MODEL, bundled_path, load_model, resolve_model_path
+    from .runtime import inference_network, release_cached
+    from .segnet import ARCHITECTURES, PRESETS, SegNet, SegNetConfig, build_model
+
+#: Public name -> the submodule defining it.
+_EXPORTS = {
+    "FORMAT_VERSION": "checkpoint",
+    "LoadedModel": "checkpoint",
+    "checkpoint_from_dict": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "DEVICE_CHOICES": "device",
+    "select_device": "device",
+    "DEFAULT_NORMALIZATION": "normalization",
+    "normalize_bscans": "normalization",
+    "BUNDLED": "registry",
+    "DEFAULT_MODEL": "registry",
+    "bundled_path": "registry",
+    "load_model": "registry",
+    "resolve_model_path": "registry",
+    "inference_network": "runtime",
+    "release_cached": "runtime",
+    "ARCHITECTURES": "segnet",
+    "PRESETS": "segnet",
+    "SegNet": "segnet",
+    "SegNetConfig": "segnet",
+    "build_model": "segnet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

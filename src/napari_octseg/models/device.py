@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _available() -> list[str]:
+    import torch
+
     found = ["cpu"]
     if torch.cuda.is_available():
         found.insert(0, "cuda")
@@ -26,6 +31,8 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
     InputError
         If the named device does not exist or is not available on this machine.
     """
+    import torch
+
     if isinstance(name, torch.device):
         return name
     name = (name or "auto").lower()

@@ -13,6 +13,7 @@ and the logits are cropped back.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -141,8 +142,24 @@ class SegNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build_model(config: SegNetConfig | dict) -> SegNet:
-    """Rebuild a network from its configuration (a :class:`SegNetConfig` or its dict form)."""
-    if isinstance(config, dict):
-        config = SegNetConfig.from_dict(config)
-    return SegNet(config)
+#: Architecture name (a checkpoint config's ``"architecture"``) -> (its config class, its network class).
+ARCHITECTURES: dict[str, tuple[type[SegNetConfig], type[SegNet]]] = {"segnet": (SegNetConfig, SegNet)}
+
+
+def build_model(config: SegNetConfig | dict[str, Any]) -> SegNet:
+    """Rebuild a network from its configuration (a config object, or its dict form).
+
+    The dict's ``"architecture"`` (default ``"segnet"``) picks the network class in :data:`ARCHITECTURES`.
+
+    Raises
+    ------
+    ValueError
+        An architecture this version does not know.
+    """
+    if not isinstance(config, dict):
+        return SegNet(config)
+    name = str(config.get("architecture", "segnet"))
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
+    config_class, network_class = ARCHITECTURES[name]
+    return network_class(config_class.from_dict(config))

@@ -1,0 +1,45 @@
+"""Runtime helpers for running a network: an inference-ready copy and the GPU cache hand-back.
+
+Shared by :mod:`napari_octseg.inference` (segmentation) and :mod:`napari_octseg.explain` (Grad-CAM).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def release_cached(device: torch.device) -> None:
+    """Hand the GPU allocator's cached blocks back to the driver (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _fuse_conv_bn(net: nn.Module) -> nn.Module:
+    """Fold each eval-mode BatchNorm into the conv before it (same outputs, ~15 % less CPU time)."""
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None:
+                module[i] = fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+    return net
+
+
+def inference_network(net: nn.Module, device: torch.device) -> nn.Module:
+    """An eval-mode copy of ``net`` on ``device``, BatchNorm folded, channels-last where that is faster.
+
+    Working on a copy leaves the caller's network (its device, mode and modules) untouched.
+    """
+    fast = _fuse_conv_bn(copy.deepcopy(net).eval()).to(device)
+    if device.type in ("cpu", "cuda"):
+        # oneDNN and cuDNN run these small-channel convs markedly faster in NHWC
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast
