@@ -63,9 +63,7 @@ def parse_shard(text: str) -> Shard:
     except ValueError:
         raise InputError(f"--shard {text!r}: expected K/N with whole numbers, e.g. 0/4") from None
     if n < 1 or not 0 <= k < n:
-        raise InputError(
-            f"--shard {text!r}: K must be in 0..N-1 (a SLURM array for N tasks is --array=0-<N-1>)"
-        )
+        raise InputError(f"--shard {text!r}: K must be in 0..N-1 (a SLURM array for N tasks is --array=0-<N-1>)")
     return Shard(k, n)
 
 

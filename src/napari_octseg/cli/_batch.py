@@ -150,7 +150,15 @@ def run_batch(spec: BatchSpec, args: argparse.Namespace, inputs: Sequence[Path])
             if not (args.force or plan.state.needs_work):
                 skipped += 1
                 print(f"{plan.path}: up to date, skipped")
-                manifest.append({**row, "status": "skipped", "reason": plan.state.reason, "seconds": 0.0})
+                manifest.append(
+                    {
+                        **row,
+                        "status": "skipped",
+                        "reason": plan.state.reason,
+                        "seconds": 0.0,
+                        "outputs": [t.name for t in plan.targets],
+                    }
+                )
                 continue
             _, future = next(loads)
             start = time.perf_counter()
@@ -167,12 +175,13 @@ def run_batch(spec: BatchSpec, args: argparse.Namespace, inputs: Sequence[Path])
                 _report_failure(spec.command, manifest, row, str(exc), seconds=time.perf_counter() - start)
                 continue
             made += 1
-            print(outcome.line)
+            redone = plan.state.status in ("stale", "partial")
+            print(f"{outcome.line} (redone: {plan.state.reason})" if redone else outcome.line)
             manifest.append(
                 {
                     **row,
                     "status": "done",
-                    "reason": plan.state.reason if plan.state.status in ("stale", "partial") else "",
+                    "reason": plan.state.reason if redone else "",
                     "seconds": round(time.perf_counter() - start, 3),
                     "bscans": outcome.bscans,
                     "outputs": [t.name for t in plan.targets],

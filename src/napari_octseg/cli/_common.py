@@ -148,5 +148,3 @@ def write_tiff_and_json(
         if run is not None:
             sidecar = {**sidecar, RUN_KEY: {**run, "files": {tif_path.name: data_file_record(tmp_tif)}}}
         tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-
-
