@@ -178,3 +178,19 @@ def test_thickness_cohort_keeps_a_table_it_did_not_make(tmp_path, capsys):
     assert (tmp_path / "t.csv").read_text() == "the user's own table\n"
     assert main(["thickness", str(seg), "--csv", str(tmp_path / "t.csv"), "--fovea", "1,2"]) == 1
     assert "--image and --fovea" in capsys.readouterr().err
+
+
+def test_thickness_cohort_takes_each_eye_from_its_labels_sidecar(tmp_path, capsys):
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    for i, eye in enumerate(("OD", "OS")):
+        tifffile.imwrite(seg / f"S{i}.labels.tif", _labels(i))
+        (seg / f"S{i}.labels.json").write_text(json.dumps({"laterality": eye, "scan_pattern": "volume"}))
+    args = ["--csv", str(tmp_path / "t.csv"), "--etdrs", str(tmp_path / "s.csv"), "--scale", "1177,30,92"]
+    assert main(["thickness", str(seg), *args, "--quiet"]) == 0, capsys.readouterr().err
+    assert [json.loads((tmp_path / f"S{i}.thickness.json").read_text())["laterality"] for i in (0, 1)] == ["OD", "OS"]
+    (seg / "S1.labels.json").unlink()  # an eye nobody recorded: that volume fails in one line, the other is kept
+    assert main(["thickness", str(seg), *args, "--force", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "S1.labels.tif: ETDRS not applicable" in err and "--laterality" in err
+    assert {line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]} == {"S0"}

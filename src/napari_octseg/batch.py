@@ -302,7 +302,7 @@ class Manifest:
         try:
             _lock(fd)
             size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
+            if size and hasattr(os, "pread") and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line
             os.write(fd, line)
         finally:

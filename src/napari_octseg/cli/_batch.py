@@ -104,14 +104,18 @@ def _plan(spec: BatchSpec, path: Path, out_dir: Path, force: bool) -> _Plan:
     return _Plan(path, targets, expected, state)
 
 
-def run_batch(spec: BatchSpec, args: argparse.Namespace, inputs: Sequence[Path]) -> int:
+def run_batch(
+    spec: BatchSpec, args: argparse.Namespace, inputs: Sequence[Path], statuses: dict[Path, str] | None = None
+) -> int:
     """Process this process's share of ``inputs`` into ``args.out``; return 1 if any input failed, else 0.
 
     Up-to-date outputs are skipped, stale or partial ones redone, files octseg did not make (or that
     changed since) kept unless ``args.force``. Two inputs with the same output name: the later one (in
     the order given) fails. Each input gets one line on stdout (or one ``error:`` line on stderr) and one
     manifest row; the next input is read in a background thread while the current one is processed.
+    ``statuses``, when given, receives each input's outcome (``done``, ``skipped`` or ``failed``).
     """
+    statuses = {} if statuses is None else statuses
     out_dir: Path = args.out
     env = launch_env()
     shard = launch_shard(getattr(args, "shard", None), env)
@@ -143,12 +147,14 @@ def run_batch(spec: BatchSpec, args: argparse.Namespace, inputs: Sequence[Path])
     try:
         for plan in plans:
             row: dict[str, Any] = {"file": str(plan.path), **model, "quality": None}
+            statuses[plan.path] = "failed"
             if plan.error is not None:
                 failures += 1
                 _report_failure(spec.command, manifest, row, plan.error)
                 continue
             if not (args.force or plan.state.needs_work):
                 skipped += 1
+                statuses[plan.path] = "skipped"
                 print(f"{plan.path}: up to date, skipped")
                 manifest.append(
                     {
@@ -175,6 +181,7 @@ def run_batch(spec: BatchSpec, args: argparse.Namespace, inputs: Sequence[Path])
                 _report_failure(spec.command, manifest, row, str(exc), seconds=time.perf_counter() - start)
                 continue
             made += 1
+            statuses[plan.path] = "done"
             redone = plan.state.status in ("stale", "partial")
             print(f"{outcome.line} (redone: {plan.state.reason})" if redone else outcome.line)
             manifest.append(

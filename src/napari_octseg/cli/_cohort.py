@@ -96,13 +96,13 @@ def run_cohort(args: argparse.Namespace) -> int:
         stem=subject_of,
     )
     batch_args = argparse.Namespace(out=out_dir, force=args.force, shard=args.shard)
-    code = run_batch(spec, batch_args, files)
+    statuses: dict[Path, str] = {}
+    code = run_batch(spec, batch_args, files, statuses)
     if args.shard is not None:
         print("cohort tables not written by a shard: run once more without --shard to concatenate the parts")
         return code
-    parts = [(subject_of(f), f, tuple(out_dir / f"{subject_of(f)}{s}" for s in suffixes)) for f in sorted(set(files))]
-    missing = [str(f) for _, f, p in parts if not all(x.is_file() for x in p)]
-    parts = [part for part in parts if str(part[1]) not in missing]
+    measured = sorted(f for f, status in statuses.items() if status in ("done", "skipped"))
+    parts = [(subject_of(f), f, tuple(out_dir / f"{subject_of(f)}{s}" for s in suffixes)) for f in measured]
     if not parts:
         raise InputError("no label file could be measured; no cohort table written")
     _write_tables(parts, tables, table_record, record_base)
@@ -123,8 +123,11 @@ def _measure(path: Path, loaded, targets: tuple[Path, ...], run: dict, overwrite
     from .thickness import etdrs_check
 
     labels, described, scale = loaded
-    laterality = args.laterality or (described.laterality if described is not None else None)
-    pattern = described.scan_pattern if described is not None else ("volume" if labels.shape[0] > 1 else "line")
+    recorded = _labels_sidecar(path)
+    laterality = args.laterality or (described.laterality if described is not None else recorded.get("laterality"))
+    pattern = described.scan_pattern if described is not None else recorded.get("scan_pattern")
+    if pattern not in ("volume", "line", "circle", "radial", "unknown"):
+        pattern = "volume" if labels.shape[0] > 1 else "line"
     try:
         if args.etdrs is not None:
             etdrs_check(labels, scale, pattern, laterality)
@@ -154,6 +157,21 @@ def _measure(path: Path, loaded, targets: tuple[Path, ...], run: dict, overwrite
         temporaries[-1].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     unit = "µm" if report.thickness.unit == "um" else "px"
     return Outcome(f"{path}: {labels.shape[0]} B-scans measured ({unit}) -> {data_paths[0]}", bscans=labels.shape[0])
+
+
+def _labels_sidecar(path: Path) -> dict:
+    """Eye and scan pattern ``octseg segment`` recorded beside a label file (``<stem>.json``); ``{}`` if none.
+
+    The cohort's one read of the labels sidecar, so its schema has one reader here to change.
+    """
+    try:
+        info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(info, dict):
+        return {}
+    eye = info.get("laterality")
+    return {"laterality": eye if eye in ("OD", "OS") else None, "scan_pattern": info.get("scan_pattern")}
 
 
 def _identity_prefix(subject: str, file: Path) -> str:

@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--layer",
         default="decoder",
         metavar="NAME",
-        help="conv layer: decoder (rectified last decoder conv, default), final (1x1 classifier), decoder.<i> (coarser)",
+        help="conv layer: decoder (rectified last decoder conv, default), final (1x1 classifier), "
+        "decoder.<i> (coarser)",
     )
     p.add_argument(
         "--classes",
