@@ -14,6 +14,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_octseg.batch import MANIFEST_NAME
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
 from napari_octseg.explain import gradcam
@@ -24,7 +25,8 @@ torch.set_num_threads(1)
 
 
 def _files(folder):
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """Output files, the run manifest aside (tests/test_batch_cli.py checks it)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != MANIFEST_NAME) if folder.exists() else []
 
 
 def _cli(*args):

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_octseg.batch import MANIFEST_NAME
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
 from napari_octseg.inference import segment
@@ -20,7 +21,8 @@ from napari_octseg.models.registry import bundled_path
 
 
 def _files(folder):
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """Output files, the run manifest aside (tests/test_batch_cli.py checks it)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != MANIFEST_NAME) if folder.exists() else []
 
 
 def test_writes_labels_and_sidecar_per_input(tmp_path, oct_inputs, tiny_checkpoint, capsys):

@@ -1,17 +1,15 @@
 """What the per-input model commands (``octseg segment``, ``octseg gradcam``) share.
 
 Their common options, the output names ``DIR/<stem><suffix>``, the checks that stop before anything
-is written, the two-file atomic writer and the loop that reports a failing input on one line and goes
-on with the others.
+is written, the model's identity (name + SHA-256) and the two-file atomic writer that records, in the
+sidecar, what made the outputs. The per-input loop (resume, shards, manifest) is :mod:`._batch`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,13 +24,20 @@ if TYPE_CHECKING:
 
 
 def add_input_options(p: argparse.ArgumentParser) -> None:
-    """Add ``INPUT...``, ``--out``, ``--model`` and ``--device``."""
+    """Add ``INPUT...``, ``--out``, ``--model``, ``--device`` and ``--shard``."""
     from ..models.device import DEVICE_CHOICES
+    from ._batch import add_shard_option
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="OCT files (any format octseg info reads)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--model", default=None, metavar="PATH", help="checkpoint file (default: the bundled model)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = CUDA, then MPS, then CPU")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="auto = CUDA, then MPS, then CPU; under torchrun each rank takes cuda:LOCAL_RANK",
+    )
+    add_shard_option(p)
     add_scale_options(p)
 
 
@@ -116,10 +121,14 @@ def load_for_run(args: argparse.Namespace) -> LoadedModel:
     """Check the options that concern every input, then load the model (on the CPU).
 
     An absent device, a bad ``--batch-size`` or an ``--out`` that is a file fail here, before the
-    model is read and before anything is written.
+    model is read and before anything is written. Under ``torchrun`` ``args.device`` becomes this
+    rank's own (``cuda:LOCAL_RANK``, or the CPU with its share of the cores).
     """
+    from ..batch import launch_device, launch_env
     from ..models.device import select_device
     from ..models.registry import load_model
+
+    args.device = launch_device(args.device, launch_env())
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
@@ -128,6 +137,20 @@ def load_for_run(args: argparse.Namespace) -> LoadedModel:
         raise OctsegError(f"--out {out_dir}: exists and is not a folder")
     select_device(args.device)
     return load_model(args.model, device="cpu")
+
+
+def model_identity(spec: str | None) -> dict[str, str]:
+    """``{"name", "sha256"}`` of the checkpoint ``--model`` names (a bundled name, else the file's stem)."""
+    from ..batch import file_sha256
+    from ..models.registry import BUNDLED, DEFAULT_MODEL, resolve_model_path
+
+    path = resolve_model_path(spec)
+    name = (spec or DEFAULT_MODEL) if spec is None or str(spec) in BUNDLED else path.stem
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise OctsegError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    return {"name": str(name), "sha256": digest}
 
 
 def read_input(path: Path) -> OctVolume:
@@ -141,47 +164,30 @@ def read_input(path: Path) -> OctVolume:
 
 
 def write_tiff_and_json(
-    tif_path: Path, json_path: Path, data: np.ndarray, sidecar: dict, *, axes: str, force: bool
+    tif_path: Path,
+    json_path: Path,
+    data: np.ndarray,
+    sidecar: dict,
+    *,
+    axes: str,
+    force: bool,
+    run: dict | None = None,
 ) -> None:
     """Write ``data`` as a TIFF (``axes`` e.g. ``"ZYX"``) and ``sidecar`` as JSON; both or neither.
 
     Both temporaries are complete before either is renamed into place, so a failure (full disk,
-    Ctrl-C) also leaves outputs that ``--force`` was about to replace intact.
+    Ctrl-C) also leaves outputs that ``--force`` was about to replace intact. With ``run`` (a
+    :func:`napari_octseg.batch.fingerprint`), the sidecar's ``"run"`` entry records it and the TIFF's
+    size, time and SHA-256, which later runs compare to skip up-to-date outputs.
     """
     import tifffile
+
+    from ..batch import RUN_KEY, data_file_record
 
     check_writable(tif_path, force)
     check_writable(json_path, force)
     with atomic_paths(tif_path, json_path) as (tmp_tif, tmp_json):
         tifffile.imwrite(tmp_tif, data, photometric="minisblack", metadata={"axes": axes})
+        if run is not None:
+            sidecar = {**sidecar, RUN_KEY: {**run, "files": {tif_path.name: data_file_record(tmp_tif)}}}
         tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-
-
-def run_per_input(command: str, args: argparse.Namespace, process: Callable[[Path], str], done_verb: str) -> int:
-    """Call ``process(path)`` for each input and print the line it returns; return the exit code.
-
-    A failing input (an OctsegError, including two inputs that would share an output name) is
-    reported on one ``octseg <command>: error:`` line and skipped; the others are still processed.
-    With several inputs a summary line ``k of n inputs <done_verb> in t s`` follows. Returns 1 if any
-    input failed, else 0.
-    """
-    inputs = [Path(p) for p in args.inputs]
-    out_dir: Path = args.out
-    seen: dict[str, Path] = {}
-    failures = 0
-    t0 = time.perf_counter()
-    for path in inputs:
-        stem = output_stem(path)
-        try:
-            if stem in seen:
-                raise InputError(f"{path}: same output name {stem!r} as {seen[stem]} (rename one)")
-            seen[stem] = path
-            out_dir.mkdir(parents=True, exist_ok=True)
-            print(process(path))
-        except OctsegError as exc:
-            failures += 1
-            print(f"octseg {command}: error: {exc}", file=sys.stderr)
-    if len(inputs) > 1:
-        done = len(inputs) - failures
-        print(f"{done} of {len(inputs)} inputs {done_verb} in {time.perf_counter() - t0:.1f} s")
-    return 1 if failures else 0

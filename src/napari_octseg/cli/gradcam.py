@@ -3,7 +3,10 @@
 For each input, writes ``DIR/<stem>.gradcam.tif`` (classes x n_bscans x depth x width, axes ``CZYX``;
 float16 in [0, 1], or uint8 0-255 with ``--dtype uint8``) and ``DIR/<stem>.gradcam.json`` (class values
 and names in TIFF order, conv layer, score definition, per-class max/mean heatmap intensity, model,
-input, scale in µm). Both are written atomically; existing outputs are kept unless ``--force``.
+input, scale in µm, and the ``run`` record). Both are written atomically. Re-running skips inputs whose
+outputs are up to date (same model file, layer, classes, target, dtype, input) and redoes stale or partial
+ones; files octseg did not make are kept unless ``--force``. ``--shard K/N`` / ``torchrun`` and the
+manifest ``DIR/octseg-manifest.jsonl`` work as for ``octseg segment``.
 
 An input that cannot be processed is reported on one line and skipped (nothing written for it); the
 others are still processed and the command exits 1 at the end. Problems that concern every input
@@ -20,13 +23,13 @@ import numpy as np
 
 from .. import __version__
 from ..core.errors import InputError, OctsegError
+from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
     add_input_options,
     add_run_options,
     load_for_run,
-    output_paths,
+    model_identity,
     read_input,
-    run_per_input,
     write_tiff_and_json,
 )
 
@@ -47,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Explain the segmentation of OCT files with one Grad-CAM heatmap per class. Writes "
             "DIR/<stem>.gradcam.tif (classes x n_bscans x depth x width) and DIR/<stem>.gradcam.json with "
-            "per-class max/mean heatmap intensity; existing outputs are kept unless --force."
+            "per-class max/mean heatmap intensity. Re-running skips up-to-date outputs and redoes stale or partial "
+            "ones; other existing files are kept unless --force."
         ),
     )
     add_input_options(p)
@@ -117,14 +121,20 @@ def heatmap_sidecar(
 
 
 def _explain_one(
-    path: Path, args: argparse.Namespace, loaded: LoadedModel, classes: tuple[int, ...], out_dir: Path
-) -> str:
-    """Grad-CAM of one input, outputs written; return the summary line."""
+    path: Path,
+    volume: OctVolume,
+    targets: tuple[Path, ...],
+    run: dict,
+    overwrite: bool,
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    classes: tuple[int, ...],
+) -> Outcome:
+    """Grad-CAM of one (already read) input, outputs written; return the summary line."""
     from ..core.progress import tqdm_drain
     from ..explain import gradcam
 
-    tif_path, json_path = output_paths(path, out_dir, (HEATMAP_SUFFIX, SIDECAR_SUFFIX), args.force)
-    volume = read_input(path)
+    tif_path, json_path = targets
     gen = gradcam(
         volume, loaded, classes, args.layer, target=args.target, batch_size=args.batch_size, device=args.device
     )
@@ -136,16 +146,28 @@ def _explain_one(
     if args.dtype == "uint8":
         heat = np.rint(heat.astype(np.float32) * 255.0).astype(np.uint8)
     sidecar = heatmap_sidecar(result, volume, model=loaded, input_path=path, tif_name=tif_path.name, dtype=args.dtype)
-    write_tiff_and_json(tif_path, json_path, heat, sidecar, axes="CZYX", force=args.force)
+    write_tiff_and_json(tif_path, json_path, heat, sidecar, axes="CZYX", force=overwrite, run=run)
     c, n, h, w = heat.shape
-    return f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
+    line = f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
+    return Outcome(line, bscans=n)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``octseg gradcam``; return 0 when every input was written, else 1."""
+    """Run ``octseg gradcam``; return 0 when every input of this share was written or up to date, else 1."""
     from ..explain import layer_module, resolve_classes
 
     loaded = load_for_run(args)
     classes = resolve_classes(parse_classes(args.classes), loaded.class_names)
     layer_module(loaded.model, args.layer)
-    return run_per_input("gradcam", args, lambda path: _explain_one(path, args, loaded, classes, args.out), "explained")
+    spec = BatchSpec(
+        command="gradcam",
+        suffixes=(HEATMAP_SUFFIX, SIDECAR_SUFFIX),
+        done_verb="explained",
+        load=read_input,
+        process=lambda path, volume, targets, run, overwrite: _explain_one(
+            path, volume, targets, run, overwrite, args, loaded, classes
+        ),
+        model=model_identity(args.model),
+        options={"layer": args.layer, "classes": list(classes), "target": args.target, "dtype": args.dtype},
+    )
+    return run_batch(spec, args, [Path(p) for p in args.inputs])

@@ -2,7 +2,11 @@
 
 For each input, writes ``DIR/<stem>.labels.tif`` (uint8, (n_bscans, depth, width); a 2-D input is one
 B-scan) and ``DIR/<stem>.labels.json`` (class names, model and its training summary, scale in µm, input,
-device, seconds). Both are written atomically; existing outputs are kept unless ``--force``.
+device, seconds, and the ``run`` record: model hash, options, input and TIFF identity). Both are written
+atomically. Re-running the same command skips inputs whose outputs are up to date (same model file,
+same input) and redoes stale or partial ones; files octseg did not make are kept unless ``--force``.
+``--shard K/N`` (or ``torchrun``) processes one share of the inputs; every run appends one row per
+input to ``DIR/octseg-manifest.jsonl``.
 
 An input that cannot be processed (unreadable, non-finite, output already there) is reported on one
 line and skipped; the others are still processed and the command exits 1 at the end. Problems that
@@ -14,14 +18,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
     add_input_options,
     add_run_options,
     load_for_run,
-    output_paths,
+    model_identity,
     parse_scale,
     read_input,
-    run_per_input,
     warn,
     write_tiff_and_json,
 )
@@ -37,8 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment retinal layers of OCT files into label volumes",
         description=(
             "Segment the retinal layers of OCT files. Writes DIR/<stem>.labels.tif (uint8, n_bscans x depth x width) "
-            "and DIR/<stem>.labels.json per input; existing outputs are kept unless --force. Inputs that fail are "
-            "reported and skipped; the exit code is then 1."
+            "and DIR/<stem>.labels.json per input. Re-running skips inputs whose outputs are up to date (same model "
+            "file, same input) and redoes stale or partial ones; other existing files are kept unless --force. "
+            "Inputs that fail are reported and skipped; the exit code is then 1. One row per input goes to "
+            "DIR/octseg-manifest.jsonl."
         ),
     )
     add_input_options(p)
@@ -46,13 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) -> str:
-    """Segment one input and write its outputs; return the summary line."""
+def _segment_one(
+    path: Path, volume, tif_path: Path, json_path: Path, run: dict, overwrite: bool, args: argparse.Namespace, loaded
+) -> Outcome:
+    """Segment one (already read) input and write its outputs; return the summary line."""
     from ..core.progress import tqdm_drain
     from ..inference import labels_sidecar, segment
 
-    tif_path, json_path = output_paths(path, out_dir, (LABELS_SUFFIX, SIDECAR_SUFFIX), args.force)
-    volume = read_input(path)
     scale = parse_scale(args.scale) or volume.scale_um
     gen = segment(
         volume, loaded, batch_size=args.batch_size, device=args.device, scale_um=scale, reflectivity=args.reflectivity
@@ -74,13 +80,26 @@ def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) ->
         batch_size=result.batch_size,
         seconds=round(result.seconds, 3),
     )
-    write_tiff_and_json(tif_path, json_path, result.labels, sidecar, axes="ZYX", force=args.force)
+    write_tiff_and_json(tif_path, json_path, result.labels, sidecar, axes="ZYX", force=overwrite, run=run)
     n, h, w = result.labels.shape
     rate = n / result.seconds if result.seconds > 0 else float("inf")
-    return f"{path}: {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {rate:.2f} B-scans/s, {result.device})"
+    line = f"{path}: {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {rate:.2f} B-scans/s, {result.device})"
+    return Outcome(line, bscans=n)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``octseg segment``; return 0 when every input was written, else 1."""
+    """Run ``octseg segment``; return 0 when every input of this share was written or up to date, else 1."""
     loaded = load_for_run(args)
-    return run_per_input("segment", args, lambda path: _segment_one(path, args, loaded, args.out), "segmented")
+    spec = BatchSpec(
+        command="segment",
+        suffixes=(LABELS_SUFFIX, SIDECAR_SUFFIX),
+        done_verb="segmented",
+        load=read_input,
+        process=lambda path, volume, targets, run, overwrite: _segment_one(
+            path, volume, *targets, run, overwrite, args, loaded
+        ),
+        model=model_identity(args.model),
+        # what changes the labels (batch size and device do not)
+        options={"scale": args.scale, "reflectivity": args.reflectivity},
+    )
+    return run_batch(spec, args, [Path(p) for p in args.inputs])

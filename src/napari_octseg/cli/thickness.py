@@ -6,6 +6,10 @@ else from ``--image``'s volume, else from the input's own volume, else from the 
 sidecar ``octseg segment`` writes beside its labels; without any, thickness is in pixels and the
 CSV column says so. Both CSV files are written atomically, and only after both targets are known to
 be free (or ``--force``).
+
+Several label files, a folder of ``*.labels.tif`` or a run manifest make a cohort run (see
+:mod:`._cohort`): per-file parts in ``--out DIR``, resumable and shardable like ``octseg segment``, then
+one long-format CSV and one sector CSV for the whole cohort with ``subject`` and ``file`` columns.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from ..core.atomic import check_writable
 from ..core.errors import InputError, LabelError, OctsegError
 from ..core.volume import OctVolume
+from ._batch import add_shard_option
 from ._common import add_force_quiet
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".npy")
@@ -33,14 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Measure every retinal layer, the total retina (ILM-BM, fluid included) and fluid per A-scan, and "
             "summarise them on the ETDRS grid (volumes) or TSNIT sectors (circle scans). Writes a long-format "
-            "per-A-scan CSV and, with --etdrs, the sector CSV; existing files are kept unless --force."
+            "per-A-scan CSV and, with --etdrs, the sector CSV; existing files are kept unless --force. Several label "
+            "files, a folder of *.labels.tif or a run manifest (octseg-manifest.jsonl) make one cohort table "
+            "(subject and file columns); each volume is measured once into --out DIR, so a re-run only measures "
+            "new or changed label files."
         ),
     )
     p.add_argument(
-        "input",
+        "inputs",
         metavar="LABELS_OR_INPUT",
         type=Path,
-        help="label volume (.tif/.npy) or a file whose reader provides labels (Duke .mat/.npz)",
+        nargs="+",
+        help="label volume (.tif/.npy) or a file whose reader provides labels (Duke .mat/.npz); several, a "
+        "folder of *.labels.tif or an octseg-manifest.jsonl for a cohort",
     )
     p.add_argument("--image", type=Path, metavar="FILE", help="the OCT file the labels belong to (scale, laterality)")
     p.add_argument("--scale", metavar="Z,Y,X", help="pixel spacing in µm (B-scan, depth, A-scan)")
@@ -48,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fovea", metavar="BSCAN,ASCAN", help="ETDRS centre in pixels (default: found automatically)")
     p.add_argument("--csv", required=True, type=Path, metavar="OUT.csv", help="per-A-scan CSV (long format)")
     p.add_argument("--etdrs", type=Path, metavar="OUT_ETDRS.csv", help="sector CSV (ETDRS or TSNIT)")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="cohort: per-file parts and manifest (default: --csv's folder)"
+    )
+    add_shard_option(p)
     add_force_quiet(p, force_help="overwrite existing CSV files", quiet_help="no progress bar and no table")
     p.set_defaults(func=run)
 
@@ -125,12 +139,27 @@ def _print_table(report, out_csv: list[Path]) -> None:
     print("wrote " + ", ".join(str(p) for p in out_csv))
 
 
+def etdrs_check(labels: np.ndarray, scale, pattern: str, laterality: str | None) -> None:
+    """Raise a one-line InputError when an ETDRS table was asked for a volume that cannot have one."""
+    from ..core.etdrs import etdrs_unavailable
+
+    reason = etdrs_unavailable(labels.shape[0], scale, pattern, laterality)
+    if reason and labels.shape[0] > 1 and pattern != "radial":
+        hint = "pass --scale or --image" if scale is None else "pass --laterality OD|OS"
+        raise InputError(f"ETDRS not applicable: {reason}; {hint}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure, write the CSV file(s), print the sector summary; return the exit code."""
-    from ..core.etdrs import etdrs_unavailable
     from ..core.progress import tqdm_drain
     from ..core.thickness import analyse, export_csv
+    from ._cohort import is_cohort, run_cohort
 
+    if is_cohort(args):
+        return run_cohort(args)
+    if args.shard is not None or args.out is not None:
+        raise InputError("--shard and --out apply to a cohort run (several label files, a folder or a manifest)")
+    args.input = args.inputs[0]
     targets = [args.csv] + ([args.etdrs] if args.etdrs is not None else [])
     for target in targets:  # fail before the (possibly long) measurement
         check_writable(target, args.force)
@@ -139,10 +168,7 @@ def run(args: argparse.Namespace) -> int:
     laterality = args.laterality or (described.laterality if described is not None else None)
     pattern = described.scan_pattern if described is not None else ("volume" if labels.shape[0] > 1 else "line")
     if args.etdrs is not None:
-        reason = etdrs_unavailable(labels.shape[0], scale, pattern, laterality)
-        if reason and labels.shape[0] > 1 and pattern != "radial":
-            hint = "pass --scale or --image" if scale is None else "pass --laterality OD|OS"
-            raise InputError(f"ETDRS not applicable: {reason}; {hint}")
+        etdrs_check(labels, scale, pattern, laterality)
     report = tqdm_drain(analyse(labels, scale, laterality, pattern, fovea=fovea), desc="thickness", disable=args.quiet)
     try:
         written = export_csv(report, args.csv, args.etdrs, volume_name=args.input.stem, force=args.force)
