@@ -51,7 +51,7 @@ def test_rerun_skips_up_to_date_outputs_and_redoes_stale_and_partial_ones(tmp_pa
     (out / "s2.labels.json").unlink()  # ... and labels whose sidecar is gone are not ours: kept
     (out / ".s3.labels.tif.abc123.tmp").write_bytes(b"half")  # a killed write's temporary
     (out / "s3.labels.json").write_text(
-        (out / "s3.labels.json").read_text().replace('"options": {}', '"options": {"uncertainty": true}')
+        (out / "s3.labels.json").read_text().replace('"reflectivity": "auto"', '"reflectivity": "display"')
     )  # stale: made with other options
     assert _segment(cohort, out, tiny_checkpoint) == 1
     captured = capsys.readouterr()
