@@ -1,23 +1,20 @@
 """What the per-input model commands (``octseg segment``, ``octseg gradcam``) share.
 
 Their common options, the output names ``DIR/<stem><suffix>``, the checks that stop before anything
-is written, the two-file atomic writer and the loop that reports a failing input on one line and goes
+is written, the source record of their sidecars and the loop that reports a failing input on one line and goes
 on with the others.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..core.atomic import atomic_paths, check_writable
+from ..core.atomic import check_writable
 from ..core.errors import InputError, OctsegError
 
 if TYPE_CHECKING:
@@ -97,21 +94,13 @@ def read_input(path: Path) -> OctVolume:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def write_tiff_and_json(
-    tif_path: Path, json_path: Path, data: np.ndarray, sidecar: dict, *, axes: str, force: bool
-) -> None:
-    """Write ``data`` as a TIFF (``axes`` e.g. ``"ZYX"``) and ``sidecar`` as JSON; both or neither.
+def volume_source(path: Path, volume: OctVolume) -> dict:
+    """The ``source`` record of an output's sidecar: the input file and what its reader knows of the scan."""
+    from ..io._sidecar import scan_date, source_record
 
-    Both temporaries are complete before either is renamed into place, so a failure (full disk,
-    Ctrl-C) also leaves outputs that ``--force`` was about to replace intact.
-    """
-    import tifffile
-
-    check_writable(tif_path, force)
-    check_writable(json_path, force)
-    with atomic_paths(tif_path, json_path) as (tmp_tif, tmp_json):
-        tifffile.imwrite(tmp_tif, data, photometric="minisblack", metadata={"axes": axes})
-        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return source_record(
+        path, laterality=volume.laterality, scan_pattern=volume.scan_pattern, scan_date=scan_date(volume)
+    )
 
 
 def run_per_input(command: str, args: argparse.Namespace, process: Callable[[Path], str], done_verb: str) -> int:

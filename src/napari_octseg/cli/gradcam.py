@@ -1,9 +1,10 @@
 """``octseg gradcam``: per-class Grad-CAM heatmaps of OCT files, for batch work.
 
-For each input, writes ``DIR/<stem>.gradcam.tif`` (classes x n_bscans x depth x width, axes ``CZYX``;
-float16 in [0, 1], or uint8 0-255 with ``--dtype uint8``) and ``DIR/<stem>.gradcam.json`` (class values
-and names in TIFF order, conv layer, score definition, per-class max/mean heatmap intensity, model,
-input, scale in µm). Both are written atomically; existing outputs are kept unless ``--force``.
+For each input, writes ``DIR/<stem>.gradcam.tif`` (ImageJ hyperstack, axes ``ZCYX`` = B-scan, class,
+depth, A-scan, µm scale in its tags; float32 in [0, 1], or uint16/uint8 with ``--dtype``) and
+``DIR/<stem>.gradcam.json`` (the labels file's schema, :mod:`napari_octseg.io.heatmaps`: class values and
+names in channel order, source scan, model name + hash, scale in µm; plus conv layer, score definition and
+per-class max/mean heatmap intensity). Both are written atomically; existing outputs are kept unless ``--force``.
 
 An input that cannot be processed is reported on one line and skipped (nothing written for it); the
 others are still processed and the command exits 1 at the end. Problems that concern every input
@@ -16,9 +17,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .. import __version__
 from ..core.errors import InputError, OctsegError
 from ._common import (
     add_input_options,
@@ -27,11 +25,10 @@ from ._common import (
     output_paths,
     read_input,
     run_per_input,
-    write_tiff_and_json,
+    volume_source,
 )
 
 if TYPE_CHECKING:
-    from ..core.volume import OctVolume
     from ..explain import GradCamResult
     from ..models.checkpoint import LoadedModel
 
@@ -46,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="per-class Grad-CAM heatmaps of OCT files",
         description=(
             "Explain the segmentation of OCT files with one Grad-CAM heatmap per class. Writes "
-            "DIR/<stem>.gradcam.tif (classes x n_bscans x depth x width) and DIR/<stem>.gradcam.json with "
-            "per-class max/mean heatmap intensity; existing outputs are kept unless --force."
+            "DIR/<stem>.gradcam.tif (ImageJ hyperstack B-scan x class x depth x width at µm scale, float32 by default) "
+            "and DIR/<stem>.gradcam.json with per-class max/mean heatmap intensity; existing outputs are kept unless "
+            "--force."
         ),
     )
     add_input_options(p)
@@ -69,7 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("predicted", "image"),
         help="pixels whose mean logit is a class's score: those predicted as the class (default), or all",
     )
-    p.add_argument("--dtype", default="float16", choices=("float16", "uint8"), help="heatmap TIFF sample type")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "uint16", "uint8"),
+        help="heatmap TIFF samples: float32 in [0, 1] (default), uint16 0-65535 or uint8 0-255 (all open in ImageJ)",
+    )
     add_run_options(p, batch_size=1)
     p.set_defaults(func=run)
 
@@ -84,32 +87,19 @@ def parse_classes(text: str | None) -> list[str] | None:
     return items
 
 
-def heatmap_sidecar(
-    result: GradCamResult, volume: OctVolume, *, model: LoadedModel, input_path: Path, tif_name: str, dtype: str
-) -> dict:
-    """The JSON description written next to a heatmap TIFF."""
+def heatmap_extra(result: GradCamResult) -> dict:
+    """The Grad-CAM entries of a heatmap sidecar (beside the common ones :mod:`napari_octseg.io.heatmaps` writes)."""
     stats = {
         name: {k: float(f"{v:.7g}") for k, v in result.stats[c].items()}
         for c, name in zip(result.classes, result.class_names, strict=True)
     }
     return {
-        "napari_octseg_version": __version__,
-        "input": str(input_path.resolve()),
-        "heatmaps_file": tif_name,
-        "axes": "CZYX",
-        "shape": list(result.heatmaps.shape),
-        "dtype": dtype,
-        "value_range": [0, 1] if dtype == "float16" else [0, 255],
-        "classes": list(result.classes),
-        "class_names": list(result.class_names),
         "layer": result.layer,
         "target": result.target,
         "reduction": result.reduction,
         "normalisation": "per class, by its maximum over the volume",
         "stats": stats,
         "stats_note": "max/mean: raw Grad-CAM over the volume; mean_normalized: mean of the stored [0, 1] map",
-        "model": model.source,
-        "scale_um": list(volume.scale_um) if volume.scale_um else None,
         "device": result.device,
         "seconds": round(result.seconds, 3),
     }
@@ -121,6 +111,7 @@ def _explain_one(
     """Grad-CAM of one input, outputs written; return the summary line."""
     from ..core.progress import tqdm_drain
     from ..explain import gradcam
+    from ..io.heatmaps import write_heatmaps_file
 
     tif_path, json_path = output_paths(path, out_dir, (HEATMAP_SUFFIX, SIDECAR_SUFFIX), args.force)
     volume = read_input(path)
@@ -131,12 +122,19 @@ def _explain_one(
         result = tqdm_drain(gen, desc=f"Grad-CAM {path.name}", disable=args.quiet)
     except OctsegError as exc:
         raise type(exc)(f"{path}: {exc}") from None
-    heat = result.heatmaps
-    if args.dtype == "uint8":
-        heat = np.rint(heat.astype(np.float32) * 255.0).astype(np.uint8)
-    sidecar = heatmap_sidecar(result, volume, model=loaded, input_path=path, tif_name=tif_path.name, dtype=args.dtype)
-    write_tiff_and_json(tif_path, json_path, heat, sidecar, axes="CZYX", force=args.force)
-    c, n, h, w = heat.shape
+    write_heatmaps_file(
+        tif_path,
+        result.heatmaps,
+        list(result.class_names),
+        classes=list(result.classes),
+        dtype=args.dtype,
+        scale_um=volume.scale_um,
+        source=volume_source(path, volume),
+        model=loaded,
+        force=args.force,
+        **heatmap_extra(result),
+    )
+    c, n, h, w = result.heatmaps.shape
     return f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
 
 

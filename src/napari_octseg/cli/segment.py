@@ -1,8 +1,10 @@
 """``octseg segment``: segment OCT files into label volumes, for batch work.
 
 For each input, writes ``DIR/<stem>.labels.tif`` (uint8, (n_bscans, depth, width); a 2-D input is one
-B-scan) and ``DIR/<stem>.labels.json`` (class names, model and its training summary, scale in µm, input,
-device, seconds). Both are written atomically; existing outputs are kept unless ``--force``.
+B-scan, ImageJ TIFF with the µm scale in its resolution tags) and ``DIR/<stem>.labels.json`` (class names,
+scale in µm, source scan, model name + SHA-256 + training summary, the edit record of this automatic
+result, device, seconds; format in :mod:`napari_octseg.io.labels`). Both are written atomically; existing
+outputs are kept unless ``--force``.
 
 An input that cannot be processed (unreadable, non-finite, output already there) is reported on one
 line and skipped; the others are still processed and the command exits 1 at the end. Problems that
@@ -21,7 +23,7 @@ from ._common import (
     output_paths,
     read_input,
     run_per_input,
-    write_tiff_and_json,
+    volume_source,
 )
 
 LABELS_SUFFIX = ".labels.tif"
@@ -47,26 +49,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) -> str:
     """Segment one input and write its outputs; return the summary line."""
     from ..core.progress import tqdm_drain
-    from ..inference import labels_sidecar, segment
+    from ..inference import segment
+    from ..io.labels import write_labels_file
+    from ..io.provenance import edit_record
 
     tif_path, json_path = output_paths(path, out_dir, (LABELS_SUFFIX, SIDECAR_SUFFIX), args.force)
     volume = read_input(path)
     gen = segment(volume, loaded, batch_size=args.batch_size, device=args.device)
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)
-    sidecar = labels_sidecar(
+    write_labels_file(
+        tif_path,
         result.labels,
         result.class_names,
-        model=loaded,
         scale_um=volume.scale_um,
-        input=str(path.resolve()),
-        labels_file=tif_path.name,
-        laterality=volume.laterality,
-        scan_pattern=volume.scan_pattern,
+        source=volume_source(path, volume),
+        model=loaded,
+        edits=edit_record(result.labels),
+        force=args.force,
         device=result.device,
         batch_size=result.batch_size,
         seconds=round(result.seconds, 3),
     )
-    write_tiff_and_json(tif_path, json_path, result.labels, sidecar, axes="ZYX", force=args.force)
     n, h, w = result.labels.shape
     rate = n / result.seconds if result.seconds > 0 else float("inf")
     return f"{path}: {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {rate:.2f} B-scans/s, {result.device})"
