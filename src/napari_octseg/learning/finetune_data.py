@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError, LabelError
+from ..io.provenance import edited_bscans
 
 
 def parse_bscans(text: str, n_bscans: int) -> list[int]:
@@ -75,7 +76,7 @@ def changed_bscans(labels: np.ndarray, auto_labels: np.ndarray | None) -> list[i
     b = b[None] if b.ndim == 2 else b
     if a.shape != b.shape:
         return []
-    return [int(i) for i in np.flatnonzero((a != b).reshape(a.shape[0], -1).any(axis=1))]
+    return edited_bscans(a, b)
 
 
 def self_replay_bscans(candidates: Sequence[int], limit: int) -> list[int]:
