@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.tables import ScanIdentity
 
 #: napari layer-metadata key of the edit record (the Segment and Fine-tune docks use it).
 EDIT_RECORD_KEY = "octseg_auto_labels"
@@ -174,6 +175,35 @@ def model_identity(source: str | os.PathLike | None) -> dict[str, Any] | None:
     return {"name": name, "source": text, "sha256": digest, "short_hash": digest[:SHORT_HASH] if digest else None}
 
 
+def scan_identity(
+    source_file: str | os.PathLike | None,
+    *,
+    fallback_name: str = "",
+    laterality: str | None = None,
+    scan_pattern: str | None = None,
+    scan_date: str | None = None,
+    model: Mapping[str, Any] | str | None = None,
+) -> ScanIdentity:
+    """The identity columns of a measurement (:mod:`napari_octseg.core.tables`).
+
+    ``subject`` is the scan file's stem (``fallback_name`` when no file is known, e.g. an array
+    pasted into napari); ``model`` is a model record (``name``, ``short_hash``) or a checkpoint path.
+    """
+    from ._sidecar import subject_from_path
+
+    record = model_identity(model) if isinstance(model, (str, os.PathLike)) else model
+    record = record or {}
+    return ScanIdentity(
+        subject=subject_from_path(source_file) if source_file else fallback_name,
+        source_file=str(source_file) if source_file else "",
+        eye=laterality,
+        scan_date=scan_date,
+        scan_pattern=scan_pattern or "unknown",
+        model=record.get("name"),
+        model_hash=record.get("short_hash"),
+    )
+
+
 __all__ = [
     "EDIT_RECORD_KEY",
     "HASH_METHOD",
@@ -185,4 +215,5 @@ __all__ = [
     "file_sha256",
     "model_identity",
     "normalise_record",
+    "scan_identity",
 ]
