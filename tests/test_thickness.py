@@ -16,8 +16,8 @@ from napari_octseg.core.etdrs import (
     find_fovea,
     tsnit_sector_map,
 )
-from napari_octseg.core.tables import IDENTITY_COLUMNS, ScanIdentity
 from napari_octseg.core.progress import run_generator
+from napari_octseg.core.tables import IDENTITY_COLUMNS, ScanIdentity
 from napari_octseg.core.thickness import (
     THICKNESS_LAYERS,
     analyse,
