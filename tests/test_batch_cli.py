@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -95,7 +96,7 @@ def test_gradcam_option_change_is_stale(tmp_path, cohort, tiny_checkpoint, capsy
     assert "up to date, skipped" in capsys.readouterr().out
     assert main([*args, "--classes", "1,2,3"]) == 0
     assert "redone: made with another options" in capsys.readouterr().out
-    assert tifffile.imread(out / "s0.gradcam.tif").shape[0] == 3
+    assert tifffile.imread(out / "s0.gradcam.tif").shape[1] == 3  # ZCYX: B-scan, class, depth, A-scan
 
 
 def test_two_shards_make_every_output_once_and_share_one_manifest(tmp_path, cohort, tiny_checkpoint, capsys):
@@ -140,13 +141,15 @@ def test_thickness_cohort_tables_from_a_folder_and_a_manifest(tmp_path, capsys):
     args = ["--csv", str(coh / "t.csv"), "--etdrs", str(coh / "s.csv"), "--scale", "1177,30,92", "--laterality", "OD"]
     assert main(["thickness", str(seg), *args, "--quiet"]) == 0
     table = (coh / "t.csv").read_text().splitlines()
-    assert table[0] == "subject,file,volume,bscan,ascan,layer,thickness_um"
+    assert table[0].startswith("labels_file,subject,source_file,eye,") and table[0].endswith(
+        ",bscan,ascan,layer,thickness_um"
+    )
     parts = [(coh / f"S{i}.thickness.csv").read_text().splitlines() for i in range(3)]
     assert len(table) == 1 + sum(len(p) - 1 for p in parts)
-    assert table[1:] == [f"S{i},{seg / f'S{i}.labels.tif'},{row}" for i in range(3) for row in parts[i][1:]]
-    sectors = (coh / "s.csv").read_text().splitlines()
-    assert sectors[0].startswith("subject,file,layer,sector,mean_um")
-    assert {line.split(",")[0] for line in sectors[1:]} == {"S0", "S1", "S2"}
+    assert table[1:] == [f"{seg / f'S{i}.labels.tif'},{row}" for i in range(3) for row in parts[i][1:]]
+    sectors = list(csv.DictReader((coh / "s.csv").read_text().splitlines()))
+    assert {"labels_file", "subject", "layer", "sector", "mean_um"} <= set(sectors[0])
+    assert {row["subject"] for row in sectors} == {"S0", "S1", "S2"}
     first = (coh / "S0.thickness.csv").stat().st_mtime_ns
     capsys.readouterr()
 
@@ -155,7 +158,7 @@ def test_thickness_cohort_tables_from_a_folder_and_a_manifest(tmp_path, capsys):
     assert main(["thickness", str(seg), *args, "--quiet"]) == 0
     assert capsys.readouterr().out.count("up to date, skipped") == 3
     assert (coh / "S0.thickness.csv").stat().st_mtime_ns == first
-    assert {line.split(",")[0] for line in (coh / "t.csv").read_text().splitlines()[1:]} == {"S0", "S1", "S2", "S3"}
+    assert {r["subject"] for r in csv.DictReader((coh / "t.csv").read_text().splitlines())} == {"S0", "S1", "S2", "S3"}
 
     # a manifest as input: the label files of its segment rows
     with open(seg / MANIFEST_NAME, "w") as f:
@@ -164,7 +167,7 @@ def test_thickness_cohort_tables_from_a_folder_and_a_manifest(tmp_path, capsys):
             f.write(json.dumps(row) + "\n")
     man = ["--csv", str(tmp_path / "m.csv"), "--scale", "1177,30,92", "--quiet"]
     assert main(["thickness", str(seg / MANIFEST_NAME), *man]) == 0
-    assert {line.split(",")[0] for line in (tmp_path / "m.csv").read_text().splitlines()[1:]} == {"S0", "S2"}
+    assert {r["subject"] for r in csv.DictReader((tmp_path / "m.csv").read_text().splitlines())} == {"S0", "S2"}
 
 
 def test_thickness_cohort_keeps_a_table_it_did_not_make(tmp_path, capsys):
@@ -193,4 +196,5 @@ def test_thickness_cohort_takes_each_eye_from_its_labels_sidecar(tmp_path, capsy
     assert main(["thickness", str(seg), *args, "--force", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "S1.labels.tif: ETDRS not applicable" in err and "--laterality" in err
-    assert {line.split(",")[0] for line in (tmp_path / "s.csv").read_text().splitlines()[1:]} == {"S0"}
+    rows = list(csv.DictReader((tmp_path / "s.csv").read_text().splitlines()))
+    assert {row["subject"] for row in rows} == {"S0"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import pathlib
@@ -19,6 +20,7 @@ from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
 from napari_octseg.explain import gradcam
 from napari_octseg.io import read
+from napari_octseg.io.heatmaps import read_heatmaps_file
 from napari_octseg.models import load_checkpoint
 
 torch.set_num_threads(1)
@@ -43,15 +45,20 @@ def test_writes_heatmaps_and_sidecar(tmp_path, oct_inputs, tiny_checkpoint, caps
     assert _files(out) == ["bscan.gradcam.json", "bscan.gradcam.tif", "vol.gradcam.json", "vol.gradcam.tif"]
     loaded = load_checkpoint(tiny_checkpoint)
     for path, shape in zip(paths, [(3, 3, 40, 36), (3, 1, 33, 47)], strict=True):
-        heat = tifffile.imread(out / f"{path.stem}.gradcam.tif").reshape(shape)
-        assert heat.dtype == np.float16
+        raw = tifffile.imread(out / f"{path.stem}.gradcam.tif")
+        assert raw.dtype == np.float32  # ImageJ opens float32, not float16
+        heat = read_heatmaps_file(out / f"{path.stem}.gradcam.tif").heatmaps
+        assert heat.shape == shape
         expected = run_generator(gradcam(read(path), loaded, [1, 3, 9], target="image", device="cpu"))
-        np.testing.assert_array_equal(heat, expected.heatmaps)
+        np.testing.assert_array_equal(heat, expected.heatmaps.astype(np.float32))
         assert float(heat.max()) > 0
         meta = json.loads((out / f"{path.stem}.gradcam.json").read_text())
+        assert meta["format"] == "napari-octseg heatmaps" and meta["format_version"] == 2
         assert meta["classes"] == [1, 3, 9] and meta["class_names"] == ["NFL", "INL", "fluid"]
-        assert meta["layer"] == "decoder" and meta["target"] == "image" and meta["axes"] == "CZYX"
-        assert meta["shape"] == list(shape) and meta["model"] == str(tiny_checkpoint)
+        assert meta["layer"] == "decoder" and meta["target"] == "image" and meta["tiff_axes"] == "ZCYX"
+        assert meta["shape"] == list(shape) and meta["model"]["source"] == str(tiny_checkpoint)
+        assert meta["model"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+        assert meta["source"]["file"] == str(path.resolve()) and meta["source"]["name"] == path.stem
         assert meta["stats"]["INL"]["max"] == pytest.approx(expected.stats[3]["max"], rel=1e-6)
         assert meta["stats"]["fluid"]["mean"] == pytest.approx(expected.stats[9]["mean"], rel=1e-6)
 
@@ -61,8 +68,21 @@ def test_uint8_output_and_final_layer(tmp_path, oct_inputs, tiny_checkpoint):
     args = [oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet"]
     assert _cli(*args, "--dtype", "uint8", "--layer", "final", "--target", "image") == 0
     heat = tifffile.imread(out / "vol.gradcam.tif")
-    assert heat.dtype == np.uint8 and heat.shape == (10, 3, 40, 36) and heat.max() == 255
+    assert heat.dtype == np.uint8 and heat.shape == (3, 10, 40, 36) and heat.max() == 255  # ZCYX for ImageJ
     assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "final"
+    back = read_heatmaps_file(out / "vol.gradcam.tif")
+    assert back.heatmaps.shape == (10, 3, 40, 36) and back.heatmaps.max() == 1.0
+
+
+def test_uint16_output_reads_back_within_one_step(tmp_path, oct_inputs, tiny_checkpoint):
+    out = tmp_path / "out"
+    args = [oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet"]
+    assert _cli(*args, "--dtype", "uint16", "--classes", "1,2", "--target", "image") == 0
+    assert tifffile.imread(out / "vol.gradcam.tif").dtype == np.uint16
+    back = read_heatmaps_file(out / "vol.gradcam.tif")
+    loaded = load_checkpoint(tiny_checkpoint)
+    expected = run_generator(gradcam(read(oct_inputs / "vol.npy"), loaded, [1, 2], target="image", device="cpu"))
+    np.testing.assert_allclose(back.heatmaps, expected.heatmaps.astype(np.float32), atol=0.6 / 65535)
 
 
 def test_existing_outputs_kept_unless_force(tmp_path, oct_inputs, tiny_checkpoint, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -45,8 +46,12 @@ def test_writes_labels_and_sidecar_per_input(tmp_path, oct_inputs, tiny_checkpoi
         np.testing.assert_array_equal(labels, expected)
         info = json.loads((out / f"{path.stem}.labels.json").read_text())
         assert info["shape"] == list(shape) and info["class_names"][1] == "NFL"
-        assert info["input"] == str(path.resolve()) and info["labels_file"] == f"{path.stem}.labels.tif"
-        assert info["model"]["source"] == str(tiny_checkpoint)
+        assert info["format"] == "napari-octseg labels" and info["format_version"] == 2
+        assert info["source"]["file"] == str(path.resolve()) and info["file"] == f"{path.stem}.labels.tif"
+        assert info["source"]["name"] == path.stem
+        assert info["model"]["source"] == str(tiny_checkpoint) and info["model"]["name"] == tiny_checkpoint.stem
+        assert info["model"]["short_hash"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()[:12]
+        assert info["edits"]["edited_bscans"] == [] and len(info["edits"]["bscan_hashes"]) == shape[0]
         assert info["model"]["training"] == {"data": "none (random test model)", "epochs": 2}
         assert info["device"] == "cpu" and info["seconds"] >= 0
         assert "scale_um" in info and sum(info["pixel_counts"].values()) == int(np.prod(shape))

@@ -64,7 +64,15 @@ def test_writes_both_csv_files(label_tif, tmp_path, capsys):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 21 * 81 * 9
     assert rows[0] == {
-        "volume": "scan.labels",
+        "subject": "scan",
+        "source_file": str(label_tif),
+        "eye": "OD",
+        "scan_date": "",
+        "scan_pattern": "volume",
+        "model": "",
+        "model_hash": "",
+        "fovea_bscan_um": "3000.0",
+        "fovea_ascan_um": "3000.0",
         "bscan": "0",
         "ascan": "0",
         "layer": "NFL",
@@ -100,7 +108,7 @@ def test_unscaled_writes_pixels(label_tif, tmp_path):
     out = tmp_path / "px.csv"
     assert main(["thickness", str(label_tif), "--csv", str(out), "--quiet"]) == 0
     header, first = out.read_text().splitlines()[:2]
-    assert header == "volume,bscan,ascan,layer,thickness_px"
+    assert header.endswith(",fovea_ascan_um,bscan,ascan,layer,thickness_px")
     assert first.endswith(",NFL,3.000")
 
 
@@ -171,7 +179,7 @@ def test_never_overwrites_without_force(label_tif, tmp_path, capsys):
     assert "already exists" in _one_line_error(capsys)
     assert etdrs.read_text() == "precious" and not out.exists()
     assert main(args + ["--force"]) == 0
-    assert etdrs.read_text().startswith("layer,sector,mean_um")
+    assert etdrs.read_text().startswith("subject,") and ",layer,sector,mean_um," in etdrs.read_text()
 
 
 def test_file_without_labels(tmp_path, capsys):
@@ -189,12 +197,12 @@ def test_duke_npz(duke_dir, tmp_path):
     assert main(["thickness", str(path), "--csv", str(out), "--quiet"]) == 0
     lab = np.load(path, allow_pickle=False)["labels"]
     rows = out.read_text().splitlines()
-    assert rows[0] == "volume,bscan,ascan,layer,thickness_um"
+    assert rows[0].endswith(",bscan,ascan,layer,thickness_um")
     assert len(rows) == 1 + lab.shape[0] * lab.shape[2] * 9
     from napari_octseg.io import read
 
     axial = read(path).scale_um[1]
-    nfl = {(int(r[1]), int(r[2])): float(r[4]) for r in csv.reader(rows[1:]) if r[3] == "NFL" and r[4]}
+    nfl = {(int(r[9]), int(r[10])): float(r[12]) for r in csv.reader(rows[1:]) if r[11] == "NFL" and r[12]}
     fluid_free = ~(lab == 9).any(axis=1)
     checked = 0
     for (b, a), value in nfl.items():

@@ -17,6 +17,7 @@ from napari_octseg.core.etdrs import (
     tsnit_sector_map,
 )
 from napari_octseg.core.progress import run_generator
+from napari_octseg.core.tables import IDENTITY_COLUMNS, ScanIdentity
 from napari_octseg.core.thickness import (
     THICKNESS_LAYERS,
     analyse,
@@ -71,7 +72,7 @@ def test_unscaled_is_in_pixels_and_says_so():
     np.testing.assert_array_equal(th.maps["INL"], 7)
     assert np.isnan(th.fluid_volume_mm3())
     text = ascan_csv_text(th, "v")
-    assert text.splitlines()[0] == "volume,bscan,ascan,layer,thickness_px"
+    assert text.splitlines()[0] == ",".join(IDENTITY_COLUMNS) + ",bscan,ascan,layer,thickness_px"
 
 
 def test_fluid_counts_in_total_and_as_its_own_layer():
@@ -230,10 +231,11 @@ def test_ascan_csv_content_long_format():
     lab[1, :, 2] = 0  # no retina in one A-scan -> empty values
     rep = report_of(lab, GRID_SCALE, fovea=(0.5, 1.0))
     rows = list(csv.reader(io.StringIO(ascan_csv_text(rep.thickness, "eye, left"))))
-    assert rows[0] == ["volume", "bscan", "ascan", "layer", "thickness_um"]
+    k = len(IDENTITY_COLUMNS)
+    assert rows[0] == [*IDENTITY_COLUMNS, "bscan", "ascan", "layer", "thickness_um"]
     assert len(rows) == 1 + 2 * 3 * len(THICKNESS_LAYERS)
-    assert rows[1] == ["eye, left", "0", "0", "NFL", f"{3 * AXIAL:.3f}"]
-    by_key = {(r[1], r[2], r[3]): r[4] for r in rows[1:]}
+    assert rows[1] == ["eye, left", "", "", "", "unknown", "", "", "", "", "0", "0", "NFL", f"{3 * AXIAL:.3f}"]
+    by_key = {(r[k], r[k + 1], r[k + 2]): r[k + 3] for r in rows[1:]}
     assert by_key[("0", "1", "INL")] == f"{7 * AXIAL:.3f}"
     assert by_key[("0", "1", "total retina")] == f"{sum(THICK_PX) * AXIAL:.3f}"
     assert by_key[("1", "2", "INL")] == "" and by_key[("1", "2", "fluid")] == ""
@@ -245,17 +247,22 @@ def test_sector_csv_and_export_no_overwrite(tmp_path):
     written = export_csv(rep, a, e, volume_name="vol")
     assert written == [a, e]
     rows = list(csv.reader(e.open()))
-    assert rows[0] == ["layer", "sector", "mean_um", "volume_mm3", "n_ascans", "coverage"]
+    k = len(IDENTITY_COLUMNS)
+    assert rows[0] == [*IDENTITY_COLUMNS, "layer", "sector", "mean_um", "volume_mm3", "n_ascans", "coverage"]
     assert len(rows) == 1 + len(THICKNESS_LAYERS) * (len(ETDRS_SECTORS) + 2)
-    c0 = next(r for r in rows if r[:2] == ["INL", "C0"])
-    assert float(c0[2]) == pytest.approx(7 * AXIAL, abs=1e-6)
-    assert sector_csv_text(rep.sectors) == e.read_text()
+    c0 = next(r for r in rows if r[k : k + 2] == ["INL", "C0"])
+    assert float(c0[k + 2]) == pytest.approx(7 * AXIAL, abs=1e-6)
+    # the subject and the fovea (grid centre, µm from the first B-scan / A-scan) are on every row
+    assert c0[0] == "vol" and float(c0[7]) == pytest.approx(CENTRE[0] * GRID_SCALE[0])
+    assert float(c0[8]) == pytest.approx(CENTRE[1] * GRID_SCALE[2])
+    who = ScanIdentity(subject="vol").located(rep.sectors.fovea, rep.thickness.scale_um)
+    assert sector_csv_text(rep.sectors, who) == e.read_text()
     a.write_text("keep me")
     with pytest.raises(OctsegError, match="already exists"):
         export_csv(rep, a, tmp_path / "new.csv")
     assert a.read_text() == "keep me" and not (tmp_path / "new.csv").exists()
     export_csv(rep, a, None, force=True)
-    assert a.read_text().startswith("volume,bscan")
+    assert a.read_text().startswith("subject,source_file")
     with pytest.raises(InputError, match="different"):
         export_csv(rep, tmp_path / "x.csv", tmp_path / "x.csv")
 
@@ -277,7 +284,7 @@ def test_export_csv_reads_back_the_maps(tmp_path):
         expect = rep.thickness.maps[r["layer"]][int(r["bscan"]), int(r["ascan"])]
         assert float(r["thickness_px"]) == pytest.approx(float(expect))
     head = (tmp_path / "px_sectors.csv").read_text().splitlines()[0]
-    assert head == "layer,sector,mean_px,volume_mm3,n_ascans,coverage"
+    assert head.endswith(",layer,sector,mean_px,volume_mm3,n_ascans,coverage")
 
 
 def test_analyse_rejects_bad_fovea():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -27,7 +29,8 @@ def _volume(n: int = 41, width: int = 161, depth: int = 40) -> OctVolume:
     labels = np.broadcast_to(col[None, :, None], (n, depth, width)).copy()
     labels[n // 2, 24:28, 70:90] = 9  # fluid pocket inside the ONL+IS (rows 22-30) of the middle B-scan
     data = labels.astype(np.float32) / 9
-    return OctVolume(data, scale_um=SCALE, laterality="OD", scan_pattern="volume", labels=labels)
+    meta = {"source": "/data/cohort/S07.vol", "visit_date": "2021-03-04"}
+    return OctVolume(data, scale_um=SCALE, laterality="OD", scan_pattern="volume", labels=labels, meta=meta)
 
 
 def _measure(qtbot, widget: ThicknessWidget) -> None:
@@ -96,8 +99,16 @@ def test_export_csv_refuses_to_overwrite(qtbot, viewer_with_volume, tmp_path):
     out = tmp_path / "t.csv"
     written = widget.export_csv(out)
     assert written == [out, tmp_path / "t_etdrs.csv"]
-    assert out.read_text().splitlines()[0] == "volume,bscan,ascan,layer,thickness_um"
-    assert len(out.read_text().splitlines()) == 1 + 41 * 161 * 9
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 41 * 161 * 9
+    # identity columns: the scan's file (not a layer name), eye, date, pattern, fovea in µm
+    fovea = widget.report.sectors.fovea
+    assert rows[0]["subject"] == "S07" and rows[0]["source_file"] == "/data/cohort/S07.vol"
+    assert (rows[0]["eye"], rows[0]["scan_date"], rows[0]["scan_pattern"]) == ("OD", "2021-03-04", "volume")
+    assert float(rows[0]["fovea_bscan_um"]) == pytest.approx(fovea[0] * SCALE[0], abs=0.05)
+    assert float(rows[0]["fovea_ascan_um"]) == pytest.approx(fovea[1] * SCALE[2], abs=0.05)
+    sectors = list(csv.DictReader((tmp_path / "t_etdrs.csv").open()))
+    assert {r["subject"] for r in sectors} == {"S07"} and {r["eye"] for r in sectors} == {"OD"}
     out.write_text("mine")
     assert widget.export_csv(out) is None
     assert out.read_text() == "mine"

@@ -11,7 +11,6 @@ whole-volume arrays are the input itself, the uint8 labels and (on request) the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -21,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from .core.classes import N_CLASSES
 from .core.errors import Cancelled, CheckpointError, InputError
 from .core.intensity import resolve_reflectivity
 from .core.progress import Progress
 from .core.volume import OctVolume
 from .grid import GridMap, check_spacing, grid_map, surfaces_to_native, to_model_grid, to_native_grid
+from .io.labels import labels_sidecar  # re-exported: the labels file format lives in io.labels
+from .io.provenance import bscan_hashes, edited_bscans  # re-exported: the edit record lives in io.provenance
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
@@ -339,100 +339,6 @@ def segment(
         model_shape=gm.model_shape,
         notes=notes,
     )
-
-
-def bscan_hashes(labels: np.ndarray) -> list[str]:
-    """One short digest per B-scan of a label volume, to detect later edits without keeping a copy.
-
-    Parameters
-    ----------
-    labels
-        Integer labels (n_bscans, depth, width) or (depth, width); values must fit in uint8.
-
-    Returns
-    -------
-    list of str
-        Hex BLAKE2b-128 digest of each B-scan's uint8 bytes (C order), plus its shape.
-    """
-    arr = np.asarray(labels)
-    if arr.ndim == 2:
-        arr = arr[None]
-    out = []
-    for bscan in arr:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr(bscan.shape).encode())
-        h.update(np.ascontiguousarray(bscan, dtype=np.uint8).tobytes())
-        out.append(h.hexdigest())
-    return out
-
-
-def edited_bscans(labels: np.ndarray, hashes: list[str]) -> list[int]:
-    """Indices of the B-scans of ``labels`` whose content differs from the recorded ``hashes``.
-
-    Raises
-    ------
-    InputError
-        If the number of B-scans does not match the record.
-    """
-    current = bscan_hashes(labels)
-    if len(current) != len(hashes):
-        raise InputError(f"label volume has {len(current)} B-scans but the automatic record has {len(hashes)}")
-    return [i for i, (a, b) in enumerate(zip(current, hashes)) if a != b]
-
-
-def _training_summary(training: dict[str, Any], limit: int = 2000) -> dict[str, Any]:
-    """The checkpoint's training record without bulky entries (e.g. per-epoch history)."""
-    import json
-
-    summary: dict[str, Any] = {}
-    for key, value in training.items():
-        try:
-            text = json.dumps(value)
-        except (TypeError, ValueError):
-            continue
-        if len(text) <= limit:
-            summary[key] = value
-    return summary
-
-
-def labels_sidecar(
-    labels: np.ndarray,
-    class_names: tuple[str, ...] | list[str],
-    *,
-    model: LoadedModel | None = None,
-    scale_um: tuple[float, float, float] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """JSON-serialisable description of a label volume (the ``<stem>.labels.json`` sidecar).
-
-    Parameters
-    ----------
-    labels
-        uint8 (n_bscans, depth, width) label volume.
-    class_names
-        Name of each label value.
-    model
-        The checkpoint that produced the labels: its source and training summary are recorded.
-    scale_um
-        Voxel spacing (B-scan, depth, A-scan) in µm, or ``None`` when unknown.
-    **extra
-        Further JSON-serialisable entries (input path, seconds, device...).
-    """
-    counts = np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=len(class_names))
-    info: dict[str, Any] = {
-        "shape": [int(s) for s in labels.shape],
-        "axes": ["bscan", "depth", "ascan"],
-        "dtype": "uint8",
-        "class_names": list(class_names),
-        "classes": {str(i): name for i, name in enumerate(class_names)},
-        "pixel_counts": {str(i): int(c) for i, c in enumerate(counts)},
-        "scale_um": list(scale_um) if scale_um is not None else None,
-        "package_version": __version__,
-    }
-    if model is not None:
-        info["model"] = {"source": model.source, "training": _training_summary(model.training)}
-    info.update(extra)
-    return info
 
 
 __all__ = [

@@ -24,13 +24,12 @@ from napari.utils.notifications import show_info, show_warning
 
 from ..core.errors import InputError, OctsegError
 from ..core.volume import OctVolume
-from ..inference import bscan_hashes, edited_bscans
+from ..io.provenance import edit_record, edited_or_none
 from ..learning.finetune import (
     DEFAULT_EPOCHS,
     DEFAULT_FREEZE_ENCODER_EPOCHS,
     DEFAULT_LR,
     DEFAULT_SELF_REPLAY_BSCANS,
-    changed_bscans,
     check_out_path,
     format_bscans,
     load_replay,
@@ -68,20 +67,10 @@ def default_output_path(stem: str = "finetuned") -> Path:
 def corrected_bscans(layer: Labels) -> list[int] | None:
     """B-scans of ``layer`` edited since the automatic segmentation, or ``None`` if it kept no record.
 
-    The record is the segment widget's per-B-scan digests (``{"bscan_hashes": [...]}``) or, from other
-    tools, a full copy of the automatic labels.
+    The record (:mod:`napari_octseg.io.provenance`) is the segment widget's per-B-scan digests, kept
+    through the plugin's writer and reader, or, from other tools, a full copy of the automatic labels.
     """
-    record = layer.metadata.get(AUTO_LABELS_KEY)
-    data = np.asarray(layer.data)
-    data = data[None] if data.ndim == 2 else data
-    if isinstance(record, dict) and "bscan_hashes" in record:
-        try:
-            return edited_bscans(data, list(record["bscan_hashes"]))
-        except OctsegError:
-            return None
-    if not isinstance(record, np.ndarray) or record.size != data.size:
-        return None
-    return changed_bscans(data, record.reshape(data.shape))
+    return edited_or_none(np.asarray(layer.data), layer.metadata.get(AUTO_LABELS_KEY))
 
 
 def _relay(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
@@ -379,8 +368,11 @@ class FinetuneWidget(Container):
         def on_done(result: Any) -> None:
             base[rest] = result.labels
             name = unique_layer_name(self.viewer, f"{image.name} labels (fine-tuned)")
-            record = {"method": "blake2b-128 per B-scan", "bscan_hashes": bscan_hashes(base)}
-            meta = {AUTO_LABELS_KEY: record, "octseg_model": str(self.new_checkpoint), "octseg_kept_bscans": kept}
+            meta = {
+                AUTO_LABELS_KEY: edit_record(base),
+                "octseg_model": str(self.new_checkpoint),
+                "octseg_kept_bscans": kept,
+            }
             kwargs = labels_layer_kwargs(name, self.new_model.class_names, scale, meta)
             kwargs["translate"] = translate
             kwargs["units"] = units

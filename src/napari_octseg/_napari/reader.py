@@ -1,5 +1,11 @@
 """npe2 reader: OCT files -> an Image layer (µm scale), the device lines and any ground-truth labels.
 
+Our labels files (``<stem>.labels.tif`` + sidecar, from ``octseg segment`` or the plugin's writer)
+open as a **Labels** layer at their µm scale, with class names, and the edit record in the layer
+metadata where the Fine-tune dock looks for it. Files of a claimed extension that are plainly not
+OCT (an RGB photo, a table in ``.npy``, an XML that is no HEYEX export...) are declined at once
+(:func:`napari_octseg.io.sniff.looks_like_oct`), so napari's own reader can open them.
+
 Linear reflectivity (HEYEX ``.vol``) is converted to display grey values (``x ** 0.25``) before it
 becomes layer data, and the layer's metadata then says ``reflectivity='display'``: what the user sees
 is exactly what the segmentation network is given, and no widget compresses it twice.
@@ -17,7 +23,13 @@ import numpy as np
 from ..core.errors import OctReadError
 from ..core.volume import OctVolume
 from ..io import SUPPORTED_EXTENSIONS, read
+from ..io.labels import LabelsFile, is_labels_file, read_labels_file
+from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY
+from ..io.sniff import looks_like_oct
 from ._common import image_layer_kwargs, labels_layer_kwargs
+
+#: Layer-metadata key of a labels file's whole sidecar (the writer carries it over on save).
+LABELS_FILE_KEY = "octseg_labels_file"
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -40,10 +52,16 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths or not all(_claims(str(p)) for p in paths):
         return None
+    kinds = ["labels" if is_labels_file(p) else "oct" for p in paths]
+    if not all(kind == "labels" or looks_like_oct(p) for kind, p in zip(kinds, paths)):
+        return None
     layers: list[LayerData] = []
     try:
-        for p in paths:
-            layers.extend(volume_layers(read(p), Path(p).name or str(p)))
+        for p, kind in zip(paths, kinds):
+            if kind == "labels":
+                layers.append(labels_file_layer(read_labels_file(p), Path(p)))
+            else:
+                layers.extend(volume_layers(read(p), Path(p).name or str(p)))
     except OctReadError as exc:
         _warn(str(exc))
         return None
@@ -82,6 +100,37 @@ def volume_layers(volume: OctVolume, name: str) -> list[LayerData]:
         )
         out.append((volume.labels, with_units(kwargs, volume), "labels"))
     return out
+
+
+def labels_file_layer(found: LabelsFile, path: Path) -> LayerData:
+    """A Labels layer for a labels file: µm scale, class names, the edit record and provenance.
+
+    ``metadata[EDIT_RECORD_KEY]`` holds the automatic result's digests (the Fine-tune dock finds the
+    edited B-scans from them); ``metadata[SEGMENTATION_KEY]`` says which scan and model made it
+    (``image_layer`` is the scan's file name, as this reader names image layers).
+    """
+    info = found.info
+    source = info.get("source") or {}
+    model = info.get("model") or {}
+    source_file = source.get("file")
+    segmentation = {
+        "image_layer": Path(source_file).name if source_file else None,
+        "image_source": source_file,
+        "laterality": source.get("laterality"),
+        "scan_pattern": source.get("scan_pattern"),
+        "scan_date": source.get("scan_date"),
+        "model_source": model.get("source"),
+        "model_name": model.get("name"),
+        "model_sha256": model.get("sha256"),
+        "class_names": list(found.class_names),
+        "labels_file": str(path),
+    }
+    metadata: dict[str, Any] = {SEGMENTATION_KEY: segmentation, LABELS_FILE_KEY: info}
+    if found.edits is not None:
+        metadata[EDIT_RECORD_KEY] = found.edits
+    name = path.name[: -len(path.suffix)] if path.suffix else path.name
+    kwargs = labels_layer_kwargs(name, found.class_names, scale=found.scale_um, metadata=metadata)
+    return (found.labels, kwargs, "labels")
 
 
 def with_units(kwargs: dict[str, Any], volume: OctVolume) -> dict[str, Any]:

@@ -5,8 +5,9 @@ thread (progress bar, Cancel) and turns the result into a *new* Labels layer. It
 existing Labels layer.
 
 The new layer's metadata holds, under ``"octseg_auto_labels"``, one digest per B-scan of the automatic
-result (:func:`napari_octseg.inference.bscan_hashes`), so the fine-tune widget can tell which B-scans
-the user has since edited (:func:`napari_octseg.inference.edited_bscans`) without a copy of the volume.
+result (:func:`napari_octseg.io.provenance.edit_record`), so the fine-tune widget can tell which B-scans
+the user has since edited (:func:`napari_octseg.io.provenance.edited_bscans`) without a copy of the
+volume, also after the layer was saved with the plugin's writer and opened again.
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ from napari.utils.notifications import show_warning
 from ..core.intensity import REFLECTIVITY_CHOICES
 from ..core.progress import Progress
 from ..grid import parse_scale
-from ..inference import SegmentationResult, bscan_hashes, segment
+from ..inference import SegmentationResult, segment
+from ..io._sidecar import scan_date
+from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY, edit_record
 from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
 __all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "SEGMENTATION_KEY", "SegmentWidget"]
 
-#: Metadata key of the record of the automatic result (per-B-scan digests).
-AUTO_LABELS_KEY = "octseg_auto_labels"
-#: Metadata key describing how the labels were made (model, classes, device, time).
-SEGMENTATION_KEY = "octseg_segmentation"
+#: Metadata key of the record of the automatic result (per-B-scan digests; :mod:`napari_octseg.io.provenance`).
+AUTO_LABELS_KEY = EDIT_RECORD_KEY
 
 
 def _segmentation_job(
@@ -107,10 +108,15 @@ class SegmentWidget(ModelJobWidget):
     def add_labels_layer(self, image: Image, loaded: Any, result: SegmentationResult) -> Any:
         """Add ``result`` as a new Labels layer aligned with ``image``; return the layer."""
         labels = result.labels if image.ndim == 3 else result.labels[0]
-        hashes = bscan_hashes(result.labels)
+        volume = volume_from_layer(image)
         metadata = {
             SEGMENTATION_KEY: {
                 "image_layer": image.name,
+                # the scan's file and what its reader knew: the labels file and the CSVs name them
+                "image_source": volume.meta.get("source"),
+                "laterality": volume.laterality,
+                "scan_pattern": volume.scan_pattern,
+                "scan_date": scan_date(volume),
                 "model_source": loaded.source,
                 "class_names": list(result.class_names),
                 "device": result.device,
@@ -118,10 +124,7 @@ class SegmentWidget(ModelJobWidget):
                 "batch_size": result.batch_size,
                 "preprocessing": result.provenance(),
             },
-            AUTO_LABELS_KEY: {
-                "method": "blake2b-128 per B-scan (napari_octseg.inference.bscan_hashes)",
-                "bscan_hashes": hashes,
-            },
+            AUTO_LABELS_KEY: edit_record(result.labels),
         }
         name = unique_layer_name(self._viewer, f"{image.name} labels")
         kwargs = labels_layer_kwargs(name, result.class_names, scale=tuple(image.scale), metadata=metadata)

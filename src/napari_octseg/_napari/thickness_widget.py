@@ -27,6 +27,8 @@ from ..core.errors import InputError, LabelError, OctsegError
 from ..core.etdrs import ETDRS_RADII_UM, ETDRS_SECTORS, TSNIT_EDGES_DEG, TSNIT_SECTORS
 from ..core.progress import Progress
 from ..core.thickness import THICKNESS_LAYERS, TOTAL_RETINA, ThicknessReport, analyse, export_csv
+from ..io._sidecar import scan_date
+from ..io.provenance import SEGMENTATION_KEY, scan_identity
 from ._common import META_KEY, Image, Labels, report_error, start_worker, unique_layer_name, volume_from_layer
 
 AUTO_FOVEA = "auto (thinnest inner retina)"
@@ -168,10 +170,24 @@ class ThicknessWidget(Container):
             pattern = volume.scan_pattern if volume.scan_pattern != "unknown" else pattern
         elif not np.allclose(labels_layer.scale, 1.0):
             scale = tuple(float(s) for s in ([1.0] + list(labels_layer.scale))[-3:])
+        seg = labels_layer.metadata.get(SEGMENTATION_KEY) or {}
+        lat = lat or seg.get("laterality")
         if self.laterality.value != FROM_IMAGE:
             lat = self.laterality.value
         fovea = self._fovea_from_points(self.fovea.value, scale) if self.fovea.value is not None else None
+        model = seg.get("model_source")
+        if seg.get("model_sha256"):
+            model = {"name": seg.get("model_name"), "short_hash": str(seg["model_sha256"])[:12]}
+        identity = scan_identity(
+            (volume.meta.get("source") if image is not None else None) or seg.get("image_source"),
+            fallback_name=labels_layer.name,
+            laterality=lat,
+            scan_pattern=pattern,
+            scan_date=scan_date(volume) if image is not None else seg.get("scan_date"),
+            model=model,
+        )
         return {
+            "identity": identity,
             "labels": labels,
             "scale": scale,
             "laterality": lat,
@@ -389,7 +405,12 @@ class ThicknessWidget(Container):
             if self.report is None:
                 raise InputError("nothing to export: measure thickness first")
             written = export_csv(
-                self.report, path, self.sector_path(path), volume_name=self._source.get("name", "labels"), force=force
+                self.report,
+                path,
+                self.sector_path(path),
+                volume_name=self._source.get("name", "labels"),
+                force=force,
+                identity=self._source.get("identity"),
             )
         except (OctsegError, OSError) as exc:
             report_error(exc)

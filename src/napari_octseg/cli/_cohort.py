@@ -25,7 +25,9 @@ from .segment import LABELS_SUFFIX
 
 PART_SUFFIXES = (".thickness.csv", ".sectors.csv")
 PART_SIDECAR = ".thickness.json"
-IDENTITY_COLUMNS = ("subject", "file")
+#: The cohort tables prefix each per-file row with the label file it was measured from; the per-file rows
+#: already start with the scan's identity columns (subject, source file, eye, ...; core.tables).
+IDENTITY_COLUMNS = ("labels_file",)
 
 
 def subject_of(path: Path) -> str:
@@ -113,7 +115,7 @@ def run_cohort(args: argparse.Namespace) -> int:
 def _load(path: Path, args: argparse.Namespace):
     from .thickness import load_inputs
 
-    return load_inputs(argparse.Namespace(input=path, image=None, scale=args.scale))
+    return load_inputs(argparse.Namespace(input=path, image=None, scale=args.scale, laterality=args.laterality))
 
 
 def _measure(path: Path, loaded, targets: tuple[Path, ...], run: dict, overwrite: bool, args) -> Outcome:
@@ -122,12 +124,7 @@ def _measure(path: Path, loaded, targets: tuple[Path, ...], run: dict, overwrite
     from ..core.thickness import analyse, ascan_csv_text, sector_csv_text
     from .thickness import etdrs_check
 
-    labels, described, scale = loaded
-    recorded = _labels_sidecar(path)
-    laterality = args.laterality or (described.laterality if described is not None else recorded.get("laterality"))
-    pattern = described.scan_pattern if described is not None else recorded.get("scan_pattern")
-    if pattern not in ("volume", "line", "circle", "radial", "unknown"):
-        pattern = "volume" if labels.shape[0] > 1 else "line"
+    labels, scale, laterality, pattern = loaded.labels, loaded.scale, loaded.laterality, loaded.pattern
     try:
         if args.etdrs is not None:
             etdrs_check(labels, scale, pattern, laterality)
@@ -135,9 +132,9 @@ def _measure(path: Path, loaded, targets: tuple[Path, ...], run: dict, overwrite
     except OctsegError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     subject = subject_of(path)
-    texts = [ascan_csv_text(report.thickness, subject)]
+    texts = [ascan_csv_text(report.thickness, loaded.identity)]
     if args.etdrs is not None:
-        texts.append(sector_csv_text(report.sectors))
+        texts.append(sector_csv_text(report.sectors, loaded.identity))
     *data_paths, sidecar_path = targets
     for target in targets:
         check_writable(target, overwrite)
@@ -176,7 +173,7 @@ def _labels_sidecar(path: Path) -> dict:
 
 def _identity_prefix(subject: str, file: Path) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([subject, str(file)])
+    csv.writer(out, lineterminator="").writerow([str(file)])
     return out.getvalue() + ","
 
 

@@ -1,22 +1,20 @@
 """What the per-input model commands (``octseg segment``, ``octseg gradcam``) share.
 
 Their common options, the output names ``DIR/<stem><suffix>``, the checks that stop before anything
-is written, the model's identity (name + SHA-256) and the two-file atomic writer that records, in the
-sidecar, what made the outputs. The per-input loop (resume, shards, manifest) is :mod:`._batch`.
+is written, the model's identity (name + SHA-256), the source record of their sidecars and the run record
+that later runs compare to skip up-to-date outputs. The per-input loop (resume, shards, manifest) is
+:mod:`._batch`; the file format is :mod:`napari_octseg.io.labels` / :mod:`napari_octseg.io.heatmaps`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..core.atomic import atomic_paths, check_writable
+from ..core.atomic import check_writable
 from ..core.errors import InputError, OctsegError
 
 if TYPE_CHECKING:
@@ -164,31 +162,27 @@ def read_input(path: Path) -> OctVolume:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def write_tiff_and_json(
-    tif_path: Path,
-    json_path: Path,
-    data: np.ndarray,
-    sidecar: dict,
-    *,
-    axes: str,
-    force: bool,
-    run: dict | None = None,
-) -> None:
-    """Write ``data`` as a TIFF (``axes`` e.g. ``"ZYX"``) and ``sidecar`` as JSON; both or neither.
+def volume_source(path: Path, volume: OctVolume) -> dict:
+    """The ``source`` record of an output's sidecar: the input file and what its reader knows of the scan."""
+    from ..io._sidecar import scan_date, source_record
 
-    Both temporaries are complete before either is renamed into place, so a failure (full disk,
-    Ctrl-C) also leaves outputs that ``--force`` was about to replace intact. With ``run`` (a
-    :func:`napari_octseg.batch.fingerprint`), the sidecar's ``"run"`` entry records it and the TIFF's
-    size, time and SHA-256, which later runs compare to skip up-to-date outputs.
+    return source_record(
+        path, laterality=volume.laterality, scan_pattern=volume.scan_pattern, scan_date=scan_date(volume)
+    )
+
+
+def run_entry(run: dict | None) -> Callable[[Path, str], dict] | None:
+    """What the sidecar's ``"run"`` record gets once the TIFF is written: ``run`` plus the TIFF's identity.
+
+    ``run`` is a :func:`napari_octseg.batch.fingerprint`; the returned callable receives the written
+    (temporary) TIFF and returns the sidecar entries to add, which later runs compare to skip
+    up-to-date outputs.
     """
-    import tifffile
-
+    if run is None:
+        return None
     from ..batch import RUN_KEY, data_file_record
 
-    check_writable(tif_path, force)
-    check_writable(json_path, force)
-    with atomic_paths(tif_path, json_path) as (tmp_tif, tmp_json):
-        tifffile.imwrite(tmp_tif, data, photometric="minisblack", metadata={"axes": axes})
-        if run is not None:
-            sidecar = {**sidecar, RUN_KEY: {**run, "files": {tif_path.name: data_file_record(tmp_tif)}}}
-        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    def entry(tmp_tif: Path, final_name: str) -> dict:
+        return {RUN_KEY: {**run, "files": {final_name: data_file_record(tmp_tif)}}}
+
+    return entry

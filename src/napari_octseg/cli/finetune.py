@@ -1,9 +1,10 @@
 """``octseg finetune``: learn from corrected B-scans and write a new checkpoint.
 
 Which B-scans are learned from: ``--bscans`` when given; otherwise, with ``--auto FILE`` (the automatic
-segmentation the corrections started from), the B-scans whose labels differ from it; otherwise every
-B-scan whose labels are not all 0 (a label volume in which only some B-scans were annotated leaves the
-others at 0, and those are skipped).
+segmentation the corrections started from), the B-scans whose labels differ from it; otherwise, for a
+labels file that records its automatic result (``octseg segment`` output corrected and saved in napari),
+the B-scans edited since; otherwise every B-scan whose labels are not all 0 (a label volume in which
+only some B-scans were annotated leaves the others at 0, and those are skipped).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def select_bscans(labels: np.ndarray, bscans: str | None, auto: np.ndarray | None) -> list[int]:
+def select_bscans(
+    labels: np.ndarray, bscans: str | None, auto: np.ndarray | None, edited: list[int] | None = None
+) -> list[int]:
     """The B-scans to learn from, by the rule in this module's docstring.
 
     Raises
@@ -89,6 +92,9 @@ def select_bscans(labels: np.ndarray, bscans: str | None, auto: np.ndarray | Non
     elif auto is not None:
         chosen = changed_bscans(labels, auto)
         how = "differences from --auto"
+    elif edited:
+        chosen = list(edited)
+        how = "the labels file's record of edited B-scans"
     else:
         chosen = [int(i) for i in np.flatnonzero(labels.reshape(n, -1).any(axis=1))]
         how = "B-scans with labels"
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .. import io
+    from ..io.labels import read_labels_file
     from ..learning.finetune import FinetuneOptions, check_out_path, finetune, format_bscans, load_replay
     from ..models.device import select_device
     from ..models.registry import load_model
@@ -116,9 +123,10 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_path(args.out, base, overwrite=args.force)
     volume = io.read(args.images)
     volume = with_scale_and_reflectivity(volume, args)
-    labels = io.read_labels(args.labels, shape=volume.shape)
+    found = read_labels_file(args.labels, shape=volume.shape)
+    labels = found.labels
     auto = io.read_labels(args.auto, shape=volume.shape) if args.auto else None
-    bscans = select_bscans(labels, args.bscans, auto)
+    bscans = select_bscans(labels, args.bscans, auto, found.edited_bscans)
     replay = load_replay(args.replay) if args.replay else None
     gen = finetune(
         volume,

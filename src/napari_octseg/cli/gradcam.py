@@ -1,12 +1,13 @@
 """``octseg gradcam``: per-class Grad-CAM heatmaps of OCT files, for batch work.
 
-For each input, writes ``DIR/<stem>.gradcam.tif`` (classes x n_bscans x depth x width, axes ``CZYX``;
-float16 in [0, 1], or uint8 0-255 with ``--dtype uint8``) and ``DIR/<stem>.gradcam.json`` (class values
-and names in TIFF order, conv layer, score definition, per-class max/mean heatmap intensity, model,
-input, scale in µm, and the ``run`` record). Both are written atomically. Re-running skips inputs whose
-outputs are up to date (same model file, layer, classes, target, dtype, input) and redoes stale or partial
-ones; files octseg did not make are kept unless ``--force``. ``--shard K/N`` / ``torchrun`` and the
-manifest ``DIR/octseg-manifest.jsonl`` work as for ``octseg segment``.
+For each input, writes ``DIR/<stem>.gradcam.tif`` (ImageJ hyperstack, axes ``ZCYX`` = B-scan, class,
+depth, A-scan, µm scale in its tags; float32 in [0, 1], or uint16/uint8 with ``--dtype``) and
+``DIR/<stem>.gradcam.json`` (the labels file's schema, :mod:`napari_octseg.io.heatmaps`: class values and
+names in channel order, source scan, model name + hash, scale in µm; plus conv layer, score definition and
+per-class max/mean heatmap intensity). Both are written atomically.
+Re-running skips inputs whose outputs are up to date (same model file, layer, classes, target, dtype,
+input) and redoes stale or partial ones; files octseg did not make are kept unless ``--force``.
+``--shard K/N`` / ``torchrun`` and the manifest ``DIR/octseg-manifest.jsonl`` work as for ``octseg segment``.
 
 An input that cannot be processed is reported on one line and skipped (nothing written for it); the
 others are still processed and the command exits 1 at the end. Problems that concern every input
@@ -19,9 +20,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .. import __version__
 from ..core.errors import InputError, OctsegError
 from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
@@ -30,7 +28,8 @@ from ._common import (
     load_for_run,
     model_identity,
     read_input,
-    write_tiff_and_json,
+    run_entry,
+    volume_source,
 )
 
 if TYPE_CHECKING:
@@ -49,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="per-class Grad-CAM heatmaps of OCT files",
         description=(
             "Explain the segmentation of OCT files with one Grad-CAM heatmap per class. Writes "
-            "DIR/<stem>.gradcam.tif (classes x n_bscans x depth x width) and DIR/<stem>.gradcam.json with "
-            "per-class max/mean heatmap intensity. Re-running skips up-to-date outputs and redoes stale or partial "
-            "ones; other existing files are kept unless --force."
+            "DIR/<stem>.gradcam.tif (ImageJ hyperstack B-scan x class x depth x width at µm scale, float32 by "
+            "default) and DIR/<stem>.gradcam.json with per-class max/mean heatmap intensity; re-running skips "
+            "up-to-date outputs and redoes stale or partial ones; other existing files are kept unless --force."
         ),
     )
     add_input_options(p)
@@ -74,7 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("predicted", "image"),
         help="pixels whose mean logit is a class's score: those predicted as the class (default), or all",
     )
-    p.add_argument("--dtype", default="float16", choices=("float16", "uint8"), help="heatmap TIFF sample type")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "uint16", "uint8"),
+        help="heatmap TIFF samples: float32 in [0, 1] (default), uint16 0-65535 or uint8 0-255 (all open in ImageJ)",
+    )
     add_run_options(p, batch_size=1)
     p.set_defaults(func=run)
 
@@ -89,32 +93,19 @@ def parse_classes(text: str | None) -> list[str] | None:
     return items
 
 
-def heatmap_sidecar(
-    result: GradCamResult, volume: OctVolume, *, model: LoadedModel, input_path: Path, tif_name: str, dtype: str
-) -> dict:
-    """The JSON description written next to a heatmap TIFF."""
+def heatmap_extra(result: GradCamResult) -> dict:
+    """The Grad-CAM entries of a heatmap sidecar (beside the common ones :mod:`napari_octseg.io.heatmaps` writes)."""
     stats = {
         name: {k: float(f"{v:.7g}") for k, v in result.stats[c].items()}
         for c, name in zip(result.classes, result.class_names, strict=True)
     }
     return {
-        "napari_octseg_version": __version__,
-        "input": str(input_path.resolve()),
-        "heatmaps_file": tif_name,
-        "axes": "CZYX",
-        "shape": list(result.heatmaps.shape),
-        "dtype": dtype,
-        "value_range": [0, 1] if dtype == "float16" else [0, 255],
-        "classes": list(result.classes),
-        "class_names": list(result.class_names),
         "layer": result.layer,
         "target": result.target,
         "reduction": result.reduction,
         "normalisation": "per class, by its maximum over the volume",
         "stats": stats,
         "stats_note": "max/mean: raw Grad-CAM over the volume; mean_normalized: mean of the stored [0, 1] map",
-        "model": model.source,
-        "scale_um": list(volume.scale_um) if volume.scale_um else None,
         "device": result.device,
         "seconds": round(result.seconds, 3),
     }
@@ -133,6 +124,7 @@ def _explain_one(
     """Grad-CAM of one (already read) input, outputs written; return the summary line."""
     from ..core.progress import tqdm_drain
     from ..explain import gradcam
+    from ..io.heatmaps import write_heatmaps_file
 
     tif_path, json_path = targets
     gen = gradcam(
@@ -142,12 +134,20 @@ def _explain_one(
         result = tqdm_drain(gen, desc=f"Grad-CAM {path.name}", disable=args.quiet)
     except OctsegError as exc:
         raise type(exc)(f"{path}: {exc}") from None
-    heat = result.heatmaps
-    if args.dtype == "uint8":
-        heat = np.rint(heat.astype(np.float32) * 255.0).astype(np.uint8)
-    sidecar = heatmap_sidecar(result, volume, model=loaded, input_path=path, tif_name=tif_path.name, dtype=args.dtype)
-    write_tiff_and_json(tif_path, json_path, heat, sidecar, axes="CZYX", force=overwrite, run=run)
-    c, n, h, w = heat.shape
+    write_heatmaps_file(
+        tif_path,
+        result.heatmaps,
+        list(result.class_names),
+        classes=list(result.classes),
+        dtype=args.dtype,
+        scale_um=volume.scale_um,
+        source=volume_source(path, volume),
+        model=loaded,
+        force=overwrite,
+        after_tiff=run_entry(run),
+        **heatmap_extra(result),
+    )
+    c, n, h, w = result.heatmaps.shape
     line = f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
     return Outcome(line, bscans=n)
 

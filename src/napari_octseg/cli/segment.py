@@ -1,10 +1,11 @@
 """``octseg segment``: segment OCT files into label volumes, for batch work.
 
 For each input, writes ``DIR/<stem>.labels.tif`` (uint8, (n_bscans, depth, width); a 2-D input is one
-B-scan) and ``DIR/<stem>.labels.json`` (class names, model and its training summary, scale in µm, input,
-device, seconds, and the ``run`` record: model hash, options, input and TIFF identity). Both are written
-atomically. Re-running the same command skips inputs whose outputs are up to date (same model file,
-same input) and redoes stale or partial ones; files octseg did not make are kept unless ``--force``.
+B-scan, ImageJ TIFF with the µm scale in its resolution tags) and ``DIR/<stem>.labels.json`` (class names,
+scale in µm, source scan, model name + SHA-256 + training summary, the edit record of this automatic
+result, device, seconds; format in :mod:`napari_octseg.io.labels`). Both are written atomically.
+Re-running the same command skips inputs whose outputs are up to date (same model file, same input,
+same options) and redoes stale or partial ones; files octseg did not make are kept unless ``--force``.
 ``--shard K/N`` (or ``torchrun``) processes one share of the inputs; every run appends one row per
 input to ``DIR/octseg-manifest.jsonl``.
 
@@ -26,8 +27,9 @@ from ._common import (
     model_identity,
     parse_scale,
     read_input,
+    run_entry,
+    volume_source,
     warn,
-    write_tiff_and_json,
 )
 
 LABELS_SUFFIX = ".labels.tif"
@@ -57,7 +59,9 @@ def _segment_one(
 ) -> Outcome:
     """Segment one (already read) input and write its outputs; return the summary line."""
     from ..core.progress import tqdm_drain
-    from ..inference import labels_sidecar, segment
+    from ..inference import segment
+    from ..io.labels import write_labels_file
+    from ..io.provenance import edit_record
 
     scale = parse_scale(args.scale) or volume.scale_um
     gen = segment(
@@ -66,21 +70,21 @@ def _segment_one(
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)
     for note in result.notes:
         warn(f"{path.name}: {note}")
-    sidecar = labels_sidecar(
+    write_labels_file(
+        tif_path,
         result.labels,
         result.class_names,
-        model=loaded,
         scale_um=scale,
+        source=volume_source(path, volume),
+        model=loaded,
+        edits=edit_record(result.labels),
+        force=overwrite,
+        after_tiff=run_entry(run),
         preprocessing=result.provenance(),
-        input=str(path.resolve()),
-        labels_file=tif_path.name,
-        laterality=volume.laterality,
-        scan_pattern=volume.scan_pattern,
         device=result.device,
         batch_size=result.batch_size,
         seconds=round(result.seconds, 3),
     )
-    write_tiff_and_json(tif_path, json_path, result.labels, sidecar, axes="ZYX", force=overwrite, run=run)
     n, h, w = result.labels.shape
     rate = n / result.seconds if result.seconds > 0 else float("inf")
     line = f"{path}: {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {rate:.2f} B-scans/s, {result.device})"

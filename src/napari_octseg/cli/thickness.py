@@ -2,10 +2,13 @@
 
 The input is a label volume (``.tif``/``.tiff``/``.npy``, e.g. written by ``octseg segment``) or any
 file whose reader provides labels (Duke ``.mat``/``.npz``). The pixel spacing comes from ``--scale``,
-else from ``--image``'s volume, else from the input's own volume, else from the ``<stem>.json``
-sidecar ``octseg segment`` writes beside its labels; without any, thickness is in pixels and the
-CSV column says so. Both CSV files are written atomically, and only after both targets are known to
-be free (or ``--force``).
+else from ``--image``'s volume, else from the input's own volume, else from the labels file (its
+sidecar, or the TIFF's ImageJ tags); without any, thickness is in pixels and the CSV column says so.
+Every CSV row starts with identity columns (subject = the scan's file stem, source file, eye, scan
+date, scan pattern, model name and hash, fovea in µm; :mod:`napari_octseg.core.tables`) so the CSVs
+of a cohort concatenate. ``--surfaces`` also writes the 8 boundary surfaces per A-scan. The CSV files
+are written atomically, and only after every target is known to be free (or ``--force``).
+
 
 Several label files, a folder of ``*.labels.tif`` or a run manifest make a cohort run (see
 :mod:`._cohort`): per-file parts in ``--out DIR``, resumable and shardable like ``octseg segment``, then
@@ -15,15 +18,17 @@ one long-format CSV and one sector CSV for the whole cohort with ``subject`` and
 from __future__ import annotations
 
 import argparse
-import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..core.atomic import check_writable
 from ..core.errors import InputError, LabelError, OctsegError
+from ..core.tables import ScanIdentity, export_surfaces_csv
 from ..core.volume import OctVolume
+from ..io.labels import read_labels_file
 from ._batch import add_shard_option
 from ._common import add_force_quiet
 
@@ -62,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, metavar="DIR", help="cohort: per-file parts and manifest (default: --csv's folder)"
     )
     add_shard_option(p)
+    p.add_argument(
+        "--surfaces",
+        type=Path,
+        metavar="OUT_SURFACES.csv",
+        help="the 8 boundary surfaces per A-scan (depth in px and µm), long format",
+    )
     add_force_quiet(p, force_help="overwrite existing CSV files", quiet_help="no progress bar and no table")
     p.set_defaults(func=run)
 
@@ -76,30 +87,33 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return values
 
 
-def _sidecar_scale(path: Path) -> tuple[float, float, float] | None:
-    """``scale_um`` from the JSON sidecar ``octseg segment`` writes beside ``<stem>.labels.tif``."""
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        scale = json.loads(sidecar.read_text(encoding="utf-8")).get("scale_um")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{sidecar}: not a readable labels sidecar ({exc})") from None
-    if scale is None:
-        return None
-    if not (isinstance(scale, list) and len(scale) == 3 and all(isinstance(s, (int, float)) for s in scale)):
-        raise InputError(f"{sidecar}: scale_um must be three numbers; got {scale!r}")
-    return (float(scale[0]), float(scale[1]), float(scale[2]))
+@dataclass
+class Inputs:
+    """What ``octseg thickness`` measures and how it names the rows."""
+
+    labels: np.ndarray
+    scale: tuple[float, float, float] | None
+    laterality: str | None
+    pattern: str
+    identity: ScanIdentity
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, OctVolume | None, tuple[float, float, float] | None]:
-    """Labels (n, H, W) uint8, the volume that describes them (or None) and the scale to use."""
-    from ..io import read, read_labels
+def load_inputs(args: argparse.Namespace) -> Inputs:
+    """Labels (n, H, W) uint8, the scale, eye and scan pattern to use, and the rows' identity.
+
+    Each comes from the first that knows it: the options, ``--image``'s volume, the input's own
+    volume (Duke files), the labels file's sidecar (:func:`napari_octseg.io.labels.read_labels_file`).
+    """
+    from ..io import read
+    from ..io._sidecar import scan_date, subject_from_path
 
     path: Path = args.input
     source: OctVolume | None = None
+    info: dict = {}
+    file_scale = None
     if path.suffix.lower() in LABEL_SUFFIXES:
-        labels = read_labels(path)
+        found = read_labels_file(path)
+        labels, info, file_scale = found.labels, found.info, found.scale_um
     else:
         source = read(path)
         if source.labels is None:
@@ -112,15 +126,32 @@ def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, OctVolume | None,
             f"{path}: labels have shape {tuple(labels.shape)}, the image {args.image} has {tuple(image.shape)}"
         )
     described = image if image is not None else source
+    # the source record of the sidecar; sidecars written before it kept the eye and pattern at the top level
+    recorded = info.get("source") or {k: info.get(k) for k in ("laterality", "scan_pattern") if info.get(k)}
     if args.scale is not None:
         scale = _floats(args.scale, 3, "--scale")
     elif described is not None and described.scale_um is not None:
         scale = described.scale_um
-    elif source is None:
-        scale = _sidecar_scale(path)
     else:
-        scale = None
-    return labels, described, scale
+        scale = file_scale
+    laterality = args.laterality or (described.laterality if described is not None else recorded.get("laterality"))
+    default_pattern = "volume" if labels.shape[0] > 1 else "line"
+    if described is not None:
+        pattern = described.scan_pattern
+    else:
+        pattern = recorded.get("scan_pattern") or default_pattern
+    scan_file = args.image or (None if described is not None else recorded.get("file")) or path
+    model = info.get("model") or {}
+    identity = ScanIdentity(
+        subject=subject_from_path(scan_file),
+        source_file=str(scan_file),
+        eye=laterality,
+        scan_date=scan_date(described) if described is not None else recorded.get("scan_date"),
+        scan_pattern=pattern,
+        model=model.get("name"),
+        model_hash=model.get("short_hash"),
+    )
+    return Inputs(labels, scale, laterality, pattern, identity)
 
 
 def _print_table(report, out_csv: list[Path]) -> None:
@@ -160,18 +191,24 @@ def run(args: argparse.Namespace) -> int:
     if args.shard is not None or args.out is not None:
         raise InputError("--shard and --out apply to a cohort run (several label files, a folder or a manifest)")
     args.input = args.inputs[0]
-    targets = [args.csv] + ([args.etdrs] if args.etdrs is not None else [])
+    targets = [args.csv] + [p for p in (args.etdrs, args.surfaces) if p is not None]
+    if len({t.resolve() for t in targets}) != len(targets):
+        raise InputError("--csv, --etdrs and --surfaces must be different files")
     for target in targets:  # fail before the (possibly long) measurement
         check_writable(target, args.force)
     fovea = _floats(args.fovea, 2, "--fovea") if args.fovea is not None else None
-    labels, described, scale = load_inputs(args)
-    laterality = args.laterality or (described.laterality if described is not None else None)
-    pattern = described.scan_pattern if described is not None else ("volume" if labels.shape[0] > 1 else "line")
+    found = load_inputs(args)
+    labels, scale, laterality, pattern = found.labels, found.scale, found.laterality, found.pattern
     if args.etdrs is not None:
         etdrs_check(labels, scale, pattern, laterality)
     report = tqdm_drain(analyse(labels, scale, laterality, pattern, fovea=fovea), desc="thickness", disable=args.quiet)
+    identity = found.identity.located(report.sectors.fovea, report.thickness.scale_um)
     try:
-        written = export_csv(report, args.csv, args.etdrs, volume_name=args.input.stem, force=args.force)
+        written = export_csv(report, args.csv, args.etdrs, force=args.force, identity=identity)
+        if args.surfaces is not None:
+            written.append(
+                export_surfaces_csv(report.thickness.boundaries, args.surfaces, scale, identity, force=args.force)
+            )
     except OSError as exc:
         raise OctsegError(f"cannot write the CSV: {exc}") from None
     if not args.quiet:

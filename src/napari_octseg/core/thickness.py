@@ -6,10 +6,13 @@ A-scan x ``scale_um[1]``. Each fluid pixel also belongs to the layer it sits in 
 :mod:`~napari_octseg.core.boundaries`), so the seven layers add up to the total retina exactly.
 Without a scale every value is in pixels and the unit says ``px`` (never a silent 1.0).
 
-CSV layout: two files, both with a header row, missing values left empty.
+CSV layout: two files, both with a header row, missing values left empty. Each row starts with the
+identity columns of :mod:`~napari_octseg.core.tables` (``subject,source_file,eye,scan_date,
+scan_pattern,model,model_hash,fovea_bscan_um,fovea_ascan_um``), so the files of many subjects
+concatenate into one table; then
 
-* per A-scan, long format: ``volume,bscan,ascan,layer,thickness_um`` (``thickness_px`` when the
-  scale is unknown), one row per A-scan and layer, ordered by B-scan, A-scan, then layer;
+* per A-scan, long format: ``bscan,ascan,layer,thickness_um`` (``thickness_px`` when the scale is
+  unknown), one row per A-scan and layer, ordered by B-scan, A-scan, then layer;
 * sectors: ``layer,sector,mean_um,volume_mm3,n_ascans,coverage`` (``mean_px`` when unscaled): the
   ETDRS or TSNIT sectors plus the ``total`` (6 mm disc) and ``scan`` (every measured A-scan) rows.
   ``coverage`` (0-1) explains NaN means: the sector was measured less than the required fraction.
@@ -31,6 +34,7 @@ from .classes import CLASS_NAMES, LAYER_CLASSES
 from .errors import InputError
 from .etdrs import SectorTable, sector_table
 from .progress import Progress, run_generator
+from .tables import ScanIdentity, as_identity, identity_header
 
 TOTAL_RETINA = "total retina"
 FLUID = "fluid"
@@ -204,17 +208,19 @@ def _fmt(values: np.ndarray, decimals: int) -> list[str]:
     return np.where(np.isfinite(values), text, "").tolist()
 
 
-def ascan_csv_text(thickness: ThicknessMaps, volume_name: str) -> str:
-    """Per-A-scan long-format CSV (header ``volume,bscan,ascan,layer,thickness_<unit>``)."""
-    if "," in volume_name or "\n" in volume_name or '"' in volume_name:
-        volume_name = '"' + volume_name.replace('"', '""') + '"'
+def ascan_csv_text(thickness: ThicknessMaps, identity: ScanIdentity | str | None = None) -> str:
+    """Per-A-scan long-format CSV (identity columns, then ``bscan,ascan,layer,thickness_<unit>``).
+
+    ``identity`` may be a bare subject name.
+    """
+    prefix0 = as_identity(identity).prefix()
     n, width = thickness.shape
     stack = np.stack([thickness.maps[name] for name in THICKNESS_LAYERS], axis=-1)  # (n, W, L)
     values = _fmt(stack.reshape(-1), 3)
     n_layers = len(THICKNESS_LAYERS)
     out = io.StringIO()
-    out.write(f"volume,bscan,ascan,layer,thickness_{thickness.unit}\n")
-    prefixes = [f"{volume_name},{b},{a}," for b in range(n) for a in range(width)]
+    out.write(f"{identity_header()}bscan,ascan,layer,thickness_{thickness.unit}\n")
+    prefixes = [f"{prefix0}{b},{a}," for b in range(n) for a in range(width)]
     layer_cells = [f"{name}," for name in THICKNESS_LAYERS]
     for p, prefix in enumerate(prefixes):
         base = p * n_layers
@@ -223,12 +229,13 @@ def ascan_csv_text(thickness: ThicknessMaps, volume_name: str) -> str:
     return out.getvalue()
 
 
-def sector_csv_text(table: SectorTable) -> str:
-    """Sector CSV (header ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage``)."""
-    lines = [f"layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"]
+def sector_csv_text(table: SectorTable, identity: ScanIdentity | str | None = None) -> str:
+    """Sector CSV (identity columns, then ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage``)."""
+    prefix = as_identity(identity).prefix()
+    lines = [f"{identity_header()}layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"]
     for r in table.rows:
         mean, vol, cov = _fmt(np.array([r.mean, r.volume_mm3, r.coverage]), 6)
-        lines.append(f"{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}")
+        lines.append(f"{prefix}{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}")
     return "\n".join(lines) + "\n"
 
 
@@ -238,8 +245,12 @@ def export_csv(
     sector_path: str | os.PathLike | None = None,
     volume_name: str = "volume",
     force: bool = False,
+    identity: ScanIdentity | None = None,
 ) -> list[Path]:
     """Write the per-A-scan CSV (and the sector CSV) atomically.
+
+    ``identity`` fills the identity columns (its fovea is set from the report's grid); without it
+    the subject column holds ``volume_name`` and the others are empty.
 
     Both paths are checked before anything is written: an existing file (without ``force``) or the
     same path twice raises and leaves every file untouched.
@@ -261,9 +272,10 @@ def export_csv(
         raise InputError(f"the per-A-scan and the sector CSV must be two different files; both are {targets[0]}")
     for target in targets:
         check_writable(target, force)
-    texts = [ascan_csv_text(report.thickness, volume_name)]
+    who = as_identity(identity or volume_name).located(report.sectors.fovea, report.thickness.scale_um)
+    texts = [ascan_csv_text(report.thickness, who)]
     if sector_path is not None:
-        texts.append(sector_csv_text(report.sectors))
+        texts.append(sector_csv_text(report.sectors, who))
     with atomic_paths(*targets) as temporaries:
         for tmp, text in zip(temporaries, texts):
             tmp.write_text(text, encoding="utf-8")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError, LabelError
+from ..io.provenance import edited_bscans
 
 # Here, not in finetune.py, so that ``octseg finetune --help`` can show them without importing torch.
 #: Defaults chosen with benchmarks/bench_finetune.py (2 corrected B-scans, Duke subjects 07-08).
@@ -83,7 +84,7 @@ def changed_bscans(labels: np.ndarray, auto_labels: np.ndarray | None) -> list[i
     b = b[None] if b.ndim == 2 else b
     if a.shape != b.shape:
         return []
-    return [int(i) for i in np.flatnonzero((a != b).reshape(a.shape[0], -1).any(axis=1))]
+    return edited_bscans(a, b)
 
 
 def self_replay_bscans(candidates: Sequence[int], limit: int) -> list[int]:
