@@ -19,7 +19,9 @@ import napari
 
 from ..core.progress import Progress
 from ..inference import SegmentationResult, bscan_hashes, segment
+from ..models.device import select_device
 from ..models.registry import load_model
+from ..models.runtime import check_model_memory
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
@@ -41,6 +43,7 @@ def _segmentation_job(
     """Worker-thread work: rebuild the volume, load the model, segment (yielding progress)."""
     volume = volume_from_layer(layer)
     loaded = load_model(model_spec, device="cpu")
+    check_model_memory(volume.shape, loaded, batch_size, select_device(device))
     result = yield from segment(volume, loaded, batch_size=batch_size, device=device, cancel=cancel)
     return layer, loaded, result
 

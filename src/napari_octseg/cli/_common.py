@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.atomic import atomic_paths, check_writable
-from ..core.errors import InputError, OctsegError
+from ..core.atomic import atomic_paths, check_writable, refuse_output_is_input
+from ..core.errors import InputError, OctsegError, one_line_message
 
 if TYPE_CHECKING:
     from ..core.volume import OctVolume
@@ -64,6 +64,7 @@ def output_paths(path: Path, out_dir: Path, suffixes: Sequence[str], force: bool
     """``out_dir/<stem><suffix>`` for each suffix; raise if one exists and not ``force``."""
     stem = output_stem(path)
     targets = tuple(out_dir / f"{stem}{suffix}" for suffix in suffixes)
+    refuse_output_is_input(targets, [path])
     for target in targets:
         check_writable(target, force)
     return targets
@@ -97,6 +98,17 @@ def read_input(path: Path) -> OctVolume:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def check_run_memory(path: Path, volume: OctVolume, args: argparse.Namespace, loaded: LoadedModel, job: str) -> None:
+    """Refuse, before the network runs, a volume whose job would need more memory than available."""
+    from ..models.device import select_device
+    from ..models.runtime import check_model_memory
+
+    try:
+        check_model_memory(volume.shape, loaded, args.batch_size, select_device(args.device), job)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
 def write_tiff_and_json(
     tif_path: Path, json_path: Path, data: np.ndarray, sidecar: dict, *, axes: str, force: bool
 ) -> None:
@@ -109,7 +121,7 @@ def write_tiff_and_json(
 
     check_writable(tif_path, force)
     check_writable(json_path, force)
-    with atomic_paths(tif_path, json_path) as (tmp_tif, tmp_json):
+    with atomic_paths(tif_path, json_path, overwrite=force) as (tmp_tif, tmp_json):
         tifffile.imwrite(tmp_tif, data, photometric="minisblack", metadata={"axes": axes})
         tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
@@ -137,7 +149,7 @@ def run_per_input(command: str, args: argparse.Namespace, process: Callable[[Pat
             print(process(path))
         except OctsegError as exc:
             failures += 1
-            print(f"octseg {command}: error: {exc}", file=sys.stderr)
+            print(one_line_message(f"octseg {command}: error: {exc}"), file=sys.stderr)
     if len(inputs) > 1:
         done = len(inputs) - failures
         print(f"{done} of {len(inputs)} inputs {done_verb} in {time.perf_counter() - t0:.1f} s")

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import refuse_output_is_input
 from ..core.errors import InputError
 
 HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
 
 def register(subparsers: Any) -> None:
+    from ..models.device import DEVICE_CHOICES
     from ..learning.finetune import (
         DEFAULT_EPOCHS,
         DEFAULT_FREEZE_ENCODER_EPOCHS,
@@ -62,7 +64,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=f"replay up to N uncorrected B-scans labelled by the base model (default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
     )
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = CUDA, then MPS, then CPU")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from ..learning.finetune import FinetuneOptions, check_out_path, finetune, format_bscans, load_replay
     from ..models.device import select_device
     from ..models.registry import load_model
+    from ..models.runtime import check_model_memory
 
     if args.epochs < 1:
         raise InputError("--epochs must be at least 1")
@@ -109,9 +112,11 @@ def run(args: argparse.Namespace) -> int:
     if args.self_replay < 0:
         raise InputError("--self-replay must be 0 or more")
     device = select_device(args.device)
+    refuse_output_is_input([args.out], [args.images, args.labels, args.auto, *(args.replay or [])])
     base = load_model(args.base, device="cpu")
     out = check_out_path(args.out, base, overwrite=args.force)
     volume = io.read(args.images)
+    check_model_memory(volume.shape, base, 1, device, "finetune")
     labels = io.read_labels(args.labels, shape=volume.shape)
     auto = io.read_labels(args.auto, shape=volume.shape) if args.auto else None
     bscans = select_bscans(labels, args.bscans, auto)

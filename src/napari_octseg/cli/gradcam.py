@@ -23,6 +23,7 @@ from ..core.errors import InputError, OctsegError
 from ._common import (
     add_input_options,
     add_run_options,
+    check_run_memory,
     load_for_run,
     output_paths,
     read_input,
@@ -124,6 +125,7 @@ def _explain_one(
 
     tif_path, json_path = output_paths(path, out_dir, (HEATMAP_SUFFIX, SIDECAR_SUFFIX), args.force)
     volume = read_input(path)
+    check_run_memory(path, volume, args, loaded, "gradcam")
     gen = gradcam(
         volume, loaded, classes, args.layer, target=args.target, batch_size=args.batch_size, device=args.device
     )

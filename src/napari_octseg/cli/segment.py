@@ -17,6 +17,7 @@ from pathlib import Path
 from ._common import (
     add_input_options,
     add_run_options,
+    check_run_memory,
     load_for_run,
     output_paths,
     read_input,
@@ -51,6 +52,7 @@ def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) ->
 
     tif_path, json_path = output_paths(path, out_dir, (LABELS_SUFFIX, SIDECAR_SUFFIX), args.force)
     volume = read_input(path)
+    check_run_memory(path, volume, args, loaded, "segment")
     gen = segment(volume, loaded, batch_size=args.batch_size, device=args.device)
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)
     sidecar = labels_sidecar(

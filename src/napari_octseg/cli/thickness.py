@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import check_writable
+from ..core.atomic import check_writable, refuse_output_is_input
 from ..core.errors import InputError, LabelError, OctsegError
+from ..core.thickness import MAX_SCALE_UM, check_scale
 from ..core.volume import OctVolume
 from ._common import add_force_quiet
 
@@ -62,9 +63,13 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return values
 
 
+def _sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
 def _sidecar_scale(path: Path) -> tuple[float, float, float] | None:
     """``scale_um`` from the JSON sidecar ``octseg segment`` writes beside ``<stem>.labels.tif``."""
-    sidecar = path.with_suffix(".json")
+    sidecar = _sidecar_path(path)
     if not sidecar.is_file():
         return None
     try:
@@ -100,12 +105,15 @@ def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, OctVolume | None,
     described = image if image is not None else source
     if args.scale is not None:
         scale = _floats(args.scale, 3, "--scale")
+        if not all(0 < v <= MAX_SCALE_UM for v in scale):
+            raise InputError(f"--scale must be three spacings in µm, each above 0 and at most {MAX_SCALE_UM:g}; got {args.scale!r}")
     elif described is not None and described.scale_um is not None:
         scale = described.scale_um
     elif source is None:
         scale = _sidecar_scale(path)
     else:
         scale = None
+    check_scale(scale)
     return labels, described, scale
 
 
@@ -132,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.thickness import analyse, export_csv
 
     targets = [args.csv] + ([args.etdrs] if args.etdrs is not None else [])
+    refuse_output_is_input(targets, [args.input, args.image, _sidecar_path(args.input)])
     for target in targets:  # fail before the (possibly long) measurement
         check_writable(target, args.force)
     fovea = _floats(args.fovea, 2, "--fovea") if args.fovea is not None else None
