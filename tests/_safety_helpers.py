@@ -36,7 +36,7 @@ sys.exit(main(sys.argv[1:]))
 def run_octseg(
     *args: str | os.PathLike,
     address_space: int | None = None,
-    timeout: float = 120,
+    timeout: float = 900,
     prelude: str = "",
     env: dict | None = None,
 ) -> tuple[int, str, str, int]:

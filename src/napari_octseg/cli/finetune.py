@@ -21,13 +21,13 @@ HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
 
 def register(subparsers: Any) -> None:
-    from ..models.device import DEVICE_CHOICES
     from ..learning.finetune import (
         DEFAULT_EPOCHS,
         DEFAULT_FREEZE_ENCODER_EPOCHS,
         DEFAULT_LR,
         DEFAULT_SELF_REPLAY_BSCANS,
     )
+    from ..models.device import DEVICE_CHOICES
 
     p = subparsers.add_parser(
         "finetune",

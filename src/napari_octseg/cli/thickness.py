@@ -106,7 +106,9 @@ def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, OctVolume | None,
     if args.scale is not None:
         scale = _floats(args.scale, 3, "--scale")
         if not all(0 < v <= MAX_SCALE_UM for v in scale):
-            raise InputError(f"--scale must be three spacings in µm, each above 0 and at most {MAX_SCALE_UM:g}; got {args.scale!r}")
+            raise InputError(
+                f"--scale must be three spacings in µm, each above 0 and at most {MAX_SCALE_UM:g}; got {args.scale!r}"
+            )
     elif described is not None and described.scale_um is not None:
         scale = described.scale_um
     elif source is None:

@@ -17,9 +17,8 @@ CSV layout: two files, both with a header row, missing values left empty.
 
 from __future__ import annotations
 
-import math
-
 import io
+import math
 import os
 from collections.abc import Generator
 from dataclasses import dataclass

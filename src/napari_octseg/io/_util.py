@@ -139,7 +139,9 @@ def open_image(path: str | os.PathLike) -> Iterator:
         try:
             im = Image.open(path)
         except Image.DecompressionBombError:
-            raise fail(path, "image is larger than any OCT B-scan (its header claims over 178 million pixels)") from None
+            raise fail(
+                path, "image is larger than any OCT B-scan (its header claims over 178 million pixels)"
+            ) from None
     with im:
         yield im
 

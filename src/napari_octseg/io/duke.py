@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.classes import BOUNDARY_NAMES, FLUID_CLASS, N_CLASSES
-from ..core.volume import OctVolume
 from ..core.errors import InputError, LabelError, OctReadError
+from ..core.volume import OctVolume
 from ._util import (
     as_volume_array,
     check_memory,

@@ -351,7 +351,21 @@ def finetune(
         "device": str(dev),
         "package_version": __version__,
     }
-    return _run(images, picked_labels, base, out, dev, replay, replay_images, own_volume, config, opts, cancel, record)
+    return _run(
+        images,
+        picked_labels,
+        base,
+        out,
+        dev,
+        replay,
+        replay_images,
+        own_volume,
+        config,
+        opts,
+        cancel,
+        record,
+        overwrite,
+    )
 
 
 def _run(
@@ -367,6 +381,7 @@ def _run(
     opts: FinetuneOptions,
     cancel: Callable[[], bool] | None,
     record: dict[str, Any],
+    overwrite: bool = True,
 ) -> Generator[Any, None, FinetuneResult]:
     from .datasets import SegDataset
     from .fit import FitConfig, fit

@@ -196,7 +196,8 @@ def _tensors(source: str, state: Any, config: SegNetConfig) -> None:
             raise _bad(source, f"{name} is a {type(t).__name__}, not a tensor")
         if tuple(t.shape) != shape:
             raise CheckpointError(
-                f"{source}: weights do not fit the architecture ({name} is {tuple(t.shape)}, the config implies {shape})"
+                f"{source}: weights do not fit the architecture "
+                f"({name} is {tuple(t.shape)}, the config implies {shape})"
             )
         if dtype.is_floating_point:
             if t.dtype not in _FLOAT_DTYPES:
@@ -240,4 +241,3 @@ def validate_payload(payload: Any, source: str) -> ValidPayload:
     training = _training(source, payload.get("training"))
     _tensors(source, payload["state_dict"], config)
     return ValidPayload(config, class_names, normalization, training)
-
