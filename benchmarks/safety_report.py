@@ -8,7 +8,9 @@ input modified, a partial or temporary file left, an existing file changed witho
     python benchmarks/safety_report.py [--quick]
 
 The reader cases come from benchmarks/fuzz_readers.py; tests/test_io_fuzz.py and tests/test_safety_*.py
-run smaller samples of the same families.
+run smaller samples of the same families. The families of issue 16 (hostile small files and model files,
+outputs that are inputs, messages, memory estimate, SIGTERM/SIGKILL and concurrent writers) are in
+benchmarks/safety_issue16.py.
 """
 
 from __future__ import annotations
@@ -536,6 +538,7 @@ def oom_family(n: int) -> Tally:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--skip-issue16", action="store_true", help="leave out the families of issue 16")
     args = parser.parse_args()
     import torch
 
@@ -552,6 +555,11 @@ def main() -> int:
         tallies.append(cli_family(tmp / "cli", n_random=16 * scale))
         tallies += fault_families(tmp / "faults", tmp / "cli" / "inputs", repeats=1 + scale)
         tallies.append(oom_family(10 * scale))
+        if not args.skip_issue16:
+            import safety_issue16
+
+            (tmp / "issue16").mkdir()
+            tallies += safety_issue16.families(Tally, tmp / "issue16", quick=args.quick)
     width = max(len(t.family) for t in tallies) + 2
     header = f"{'family':<{width}}{'cases':>7}{'clear':>7}{'crashes':>9}{'hangs':>7}{'losses':>8}"
     print(header)

@@ -31,6 +31,9 @@ def read_label_file(path: Path, what: str) -> np.ndarray:
         raise InputError(f"{path}: no such {what} file")
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff", ".npy"):
+        dtype = _stored_dtype(path)
+        if dtype is not None and dtype.kind not in "uib":
+            raise LabelError(f"{path}: {what} has dtype {dtype}; integer class labels are needed")
         return read_labels(path)
     if suffix != ".npz":
         raise InputError(f"{path}: unsupported {what} format {suffix!r} (use .tif, .npy or .npz)")
@@ -40,6 +43,24 @@ def read_label_file(path: Path, what: str) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
         raise LabelError(f"{path}: {what} values must be within 0..{N_CLASSES - 1}; found {arr.min()}..{arr.max()}")
     return arr.astype(np.uint8, copy=False)
+
+
+def _stored_dtype(path: Path) -> np.dtype | None:
+    """The sample type a ``.npy``/TIFF header states (``None`` if unreadable: the reader then says why)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            from numpy.lib import format as npformat
+
+            with open(path, "rb") as fh:
+                version = npformat.read_magic(fh)
+                header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+                return np.dtype(header(fh)[2])
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return np.dtype(tif.series[0].dtype) if tif.series else None
+    except Exception:  # noqa: BLE001 - foreign bytes: read_labels reports them on one line
+        return None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
