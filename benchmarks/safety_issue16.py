@@ -250,12 +250,15 @@ def cli_cases(tally_cls, tmp: Path):
         ("finetune --device cpu:x", [*ft[:-2], "--out", tmp / "n.pt", "--device", "cpu:x"], "unknown device"),
         ("newline in a file name", ["info", tmp / "a\nb.npy"], "a\\nb.npy"),
     ]
+    inputs = (img, corr, lab)
     for what, argv, text in cases:
+        before = [p.read_bytes() for p in inputs]
         t0 = time.perf_counter()
         code, err = _cli(argv)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         ok = code in (1, 2) and text in err and "Traceback" not in err and (code == 2 or len(lines) == 1)
-        tally.add(ok, time.perf_counter() - t0, img.read_bytes() != img.read_bytes(), f"{what}: {code} {err!r}")
+        lost = [p.read_bytes() for p in inputs] != before
+        tally.add(ok, time.perf_counter() - t0, lost, f"{what}: {code} {err!r}")
     real = resources.available_memory
     resources.available_memory = lambda: 1 << 20
     try:

@@ -72,7 +72,9 @@ def run_octseg(
 
 def one_error_line(stderr: str, prefix: str) -> str:
     """The single line of ``stderr`` (progress bars aside); asserts there is exactly one and no traceback."""
-    lines = [ln for ln in stderr.splitlines() if ln.strip() and "\r" not in ln and "it/s" not in ln]
+    # a progress bar redraws with carriage returns: keep what follows the last one on each line
+    lines = [ln.split("\r")[-1] for ln in stderr.split("\n")]
+    lines = [ln for ln in lines if ln.strip()]
     assert "Traceback" not in stderr, stderr
     assert len(lines) == 1, stderr
     assert lines[0].startswith(prefix), lines[0]

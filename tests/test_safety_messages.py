@@ -138,10 +138,12 @@ def test_full_disk_while_saving_a_checkpoint_is_no_space_left(tmp_path, monkeypa
 
     monkeypatch.setattr(checkpoint, "open", _Full, raising=False)
     model = load_model(tiny_checkpoint).model
+    target = tmp_path / "disk"
+    target.mkdir()
     with pytest.raises(OSError) as info:
-        checkpoint.save_checkpoint(tmp_path / "new.pt", model)
+        checkpoint.save_checkpoint(target / "new.pt", model)
     assert _os_error_text(info.value).endswith(": No space left on device")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in target.iterdir()) == []
 
 
 def test_full_tmpfs_while_saving_a_checkpoint(tmp_path, tiny_checkpoint):

@@ -50,6 +50,8 @@ def _spawn(args, prelude="", **env):
         stderr=subprocess.PIPE,
         text=True,
         env=child_env,
+        # a parent started in the background may ignore SIGINT; the child must see the default, as in a shell
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

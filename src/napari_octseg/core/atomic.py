@@ -38,7 +38,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def install_termination_handler() -> None:
-    """Make SIGTERM (and SIGHUP) raise :class:`Terminated` in the main thread; a no-op elsewhere."""
+    """Make SIGTERM (and SIGHUP) raise :class:`Terminated`, and SIGINT ``KeyboardInterrupt``, in the main thread.
+
+    SIGINT keeps being ignored where the caller chose so (``nohup``). A no-op outside the main thread.
+    """
+    with contextlib.suppress(ValueError, OSError, TypeError):
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in ("SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)
         if sig is None:

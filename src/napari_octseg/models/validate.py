@@ -204,7 +204,7 @@ def _tensors(source: str, state: Any, config: SegNetConfig) -> None:
                 raise _bad(source, f"{name} holds {t.dtype} values; weights must be floating point")
             values = t.detach().to(torch.float32)
             if not bool(torch.isfinite(values).all()):
-                raise _bad(source, f"{name} holds NaN or infinite values (a diverged or corrupt model)")
+                raise _bad(source, f"{name} holds NaN or infinite values (a corrupt model file)")
             if values.numel() and float(values.abs().max()) > MAX_ABS_WEIGHT:
                 raise _bad(source, f"{name} holds absurd values (|w| > {MAX_ABS_WEIGHT:g})")
             if name.endswith("running_var") and values.numel() and float(values.min()) < 0:
