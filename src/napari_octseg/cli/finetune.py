@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.atomic import refuse_output_is_input
 from ..core.errors import InputError
+from ._common import add_scale_options, with_scale_and_reflectivity
 
 HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
@@ -35,6 +36,7 @@ def register(subparsers: Any) -> None:
         description=HELP + ". " + (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ").replace("``", "").strip(),
     )
     p.add_argument("--images", required=True, metavar="FILE", help="the OCT volume (any format octseg reads)")
+    add_scale_options(p)
     p.add_argument(
         "--labels", required=True, metavar="FILE", help="corrected label volume of the image's shape (TIFF or .npy)"
     )
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     base = load_model(args.base, device="cpu")
     out = check_out_path(args.out, base, overwrite=args.force)
     volume = io.read(args.images)
+    volume = with_scale_and_reflectivity(volume, args)
     check_model_memory(volume.shape, base, 1, device, "finetune")
     labels = io.read_labels(args.labels, shape=volume.shape)
     auto = io.read_labels(args.auto, shape=volume.shape) if args.auto else None

@@ -20,8 +20,10 @@ from ._common import (
     check_run_memory,
     load_for_run,
     output_paths,
+    parse_scale,
     read_input,
     run_per_input,
+    warn,
     write_tiff_and_json,
 )
 
@@ -53,13 +55,19 @@ def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) ->
     tif_path, json_path = output_paths(path, out_dir, (LABELS_SUFFIX, SIDECAR_SUFFIX), args.force)
     volume = read_input(path)
     check_run_memory(path, volume, args, loaded, "segment")
-    gen = segment(volume, loaded, batch_size=args.batch_size, device=args.device)
+    scale = parse_scale(args.scale) or volume.scale_um
+    gen = segment(
+        volume, loaded, batch_size=args.batch_size, device=args.device, scale_um=scale, reflectivity=args.reflectivity
+    )
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)
+    for note in result.notes:
+        warn(f"{path.name}: {note}")
     sidecar = labels_sidecar(
         result.labels,
         result.class_names,
         model=loaded,
-        scale_um=volume.scale_um,
+        scale_um=scale,
+        preprocessing=result.provenance(),
         input=str(path.resolve()),
         labels_file=tif_path.name,
         laterality=volume.laterality,

@@ -55,6 +55,14 @@ class LoadedModel:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def pixel_spacing_um(self) -> tuple[float, float] | None:
+        """(axial, lateral) µm per pixel of the training B-scans, or ``None`` (not recorded: no resampling)."""
+        spacing = self.normalization.get("pixel_spacing_um")
+        if spacing is None:
+            return None
+        return (float(spacing[0]), float(spacing[1]))
+
 
 def save_checkpoint(
     path: str | os.PathLike,
@@ -117,6 +125,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 def checkpoint_from_dict(payload: Any, source: str = "<memory>", device: str | torch.device = "cpu") -> LoadedModel:
     """Validate a loaded checkpoint dictionary (see :mod:`.validate`), then rebuild its network."""
     valid = validate_payload(payload, source)
+    spacing = valid.normalization.get("pixel_spacing_um")
+    if spacing is not None:
+        ok = isinstance(spacing, (list, tuple)) and len(spacing) == 2
+        ok = ok and all(isinstance(v, (int, float)) and 0 < float(v) <= 1e5 for v in spacing)
+        if not ok:
+            raise CheckpointError(f"{source}: pixel_spacing_um must be two positive sizes in µm; got {spacing!r}")
     try:
         model = build_model(valid.config)
         model.load_state_dict(payload["state_dict"], strict=True)
