@@ -82,7 +82,8 @@ def _marked(job):
 def test_sigterm_mid_write_exits_like_ctrl_c_and_leaves_no_temporary(job):
     proc = _spawn(job["args"], SLOW_WRITER, OCTSEG_TEST_MARK=job["mark"])
     _wait_for(lambda: _marked(job) or proc.poll() is not None)
-    assert list(job["out"].glob(f"*{TEMP_SUFFIX}")), "the child should be mid-write"
+    assert proc.poll() is None, proc.communicate()
+    assert list(job["out"].glob(f".*{TEMP_SUFFIX}")), "the child should be mid-write"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
@@ -93,6 +94,7 @@ def test_sigterm_mid_write_exits_like_ctrl_c_and_leaves_no_temporary(job):
 def test_sigkill_leaves_an_unmistakable_temporary_that_the_next_run_removes(job):
     proc = _spawn(job["args"], SLOW_WRITER, OCTSEG_TEST_MARK=job["mark"])
     _wait_for(lambda: _marked(job) or proc.poll() is not None)
+    assert proc.poll() is None, proc.communicate()
     proc.kill()
     proc.communicate(timeout=60)
     left = sorted(p.name for p in job["out"].iterdir())
