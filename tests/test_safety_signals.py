@@ -55,7 +55,7 @@ def _spawn(args, prelude="", **env):
     )
 
 
-def _wait_for(predicate, timeout=240.0):
+def _wait_for(predicate, timeout=900.0):
     t0 = time.monotonic()
     while not predicate():
         if time.monotonic() - t0 > timeout:
