@@ -68,7 +68,17 @@ def job(tmp_path, tiny_checkpoint):
     np.save(tmp_path / "vol.npy", np.random.default_rng(0).random((2, 32, 32)).astype(np.float32))
     out = tmp_path / "out"
     return {
-        "args": ["segment", tmp_path / "vol.npy", "--model", tiny_checkpoint, "--out", out, "--device", "cpu"],
+        "args": [
+            "segment",
+            tmp_path / "vol.npy",
+            "--model",
+            tiny_checkpoint,
+            "--out",
+            out,
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
         "out": out,
         "mark": str(tmp_path / "writing."),
         "tmp": tmp_path,
