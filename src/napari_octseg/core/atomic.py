@@ -108,7 +108,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporaries of ``path`` left by processes that no longer run; return them."""
     path = Path(path)
     pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:
