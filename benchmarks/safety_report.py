@@ -413,7 +413,11 @@ def _dying_file_writer(fraction: float, exc: BaseException, path_arg: int, head:
     """A stand-in for tifffile.imwrite / torch.save that writes a fraction of a file, then fails."""
 
     def broken(*args, **kwargs):
-        pathlib.Path(args[path_arg]).write_bytes(head + bytes(int(4096 * fraction)))
+        target, data = args[path_arg], head + bytes(int(4096 * fraction))
+        if hasattr(target, "write"):  # save_checkpoint serialises into a buffer, then writes the file itself
+            target.write(data)
+        else:
+            pathlib.Path(target).write_bytes(data)
         raise exc
 
     return broken
