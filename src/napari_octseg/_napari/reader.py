@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import OctReadError
+from ..core.errors import OctsegError
 from ..core.volume import OctVolume
 from ..io import SUPPORTED_EXTENSIONS, read
 from ..io.labels import LabelsFile, is_labels_file, read_labels_file
@@ -62,7 +62,7 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | 
                 layers.append(labels_file_layer(read_labels_file(p), Path(p)))
             else:
                 layers.extend(volume_layers(read(p), Path(p).name or str(p)))
-    except OctReadError as exc:
+    except OctsegError as exc:  # OctReadError, or LabelError for a file's bad annotations
         _warn(str(exc))
         return None
     except Exception as exc:  # a reader bug must not crash napari's open dialog

@@ -26,6 +26,8 @@ from ..grid import parse_scale
 from ..inference import SegmentationResult, segment
 from ..io._sidecar import scan_date
 from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY, edit_record
+from ..models.device import select_device
+from ..models.memory import check_model_memory
 from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
@@ -48,6 +50,7 @@ def _segmentation_job(
     """Worker-thread work: rebuild the volume, load the model, segment (yielding progress)."""
     volume = volume_from_layer(layer)
     loaded = load_model(model_spec, device="cpu")
+    check_model_memory(volume.shape, loaded, batch_size, select_device(device))
     result = yield from segment(
         volume,
         loaded,

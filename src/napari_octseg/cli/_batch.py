@@ -28,7 +28,7 @@ from ..batch import (
     remove_temporaries,
     shard_inputs,
 )
-from ..core.errors import InputError, OctsegError
+from ..core.errors import InputError, OctsegError, one_line_message
 
 V = TypeVar("V")
 
@@ -206,5 +206,5 @@ def run_batch(
 
 def _report_failure(command: str, manifest: Manifest, row: dict, message: str, seconds: float = 0.0) -> None:
     reason = " ".join(message.split())
-    print(f"octseg {command}: error: {reason}", file=sys.stderr)
+    print(one_line_message(f"octseg {command}: error: {reason}"), file=sys.stderr)
     manifest.append({**row, "status": "failed", "reason": reason, "seconds": round(seconds, 3)})

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.atomic import check_writable
+from ..core.atomic import check_writable, refuse_output_is_input
 from ..core.errors import InputError, OctsegError
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ def output_paths(path: Path, out_dir: Path, suffixes: Sequence[str], force: bool
     """``out_dir/<stem><suffix>`` for each suffix; raise if one exists and not ``force``."""
     stem = output_stem(path)
     targets = tuple(out_dir / f"{stem}{suffix}" for suffix in suffixes)
+    refuse_output_is_input(targets, [path])
     for target in targets:
         check_writable(target, force)
     return targets
@@ -160,6 +161,17 @@ def read_input(path: Path) -> OctVolume:
         return read(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def check_run_memory(path: Path, volume: OctVolume, args: argparse.Namespace, loaded: LoadedModel, job: str) -> None:
+    """Refuse, before the network runs, a volume whose job would need more memory than available."""
+    from ..models.device import select_device
+    from ..models.memory import check_model_memory
+
+    try:
+        check_model_memory(volume.shape, loaded, args.batch_size, select_device(args.device), job)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def volume_source(path: Path, volume: OctVolume) -> dict:

@@ -12,41 +12,55 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import atomic_write_text, check_writable
+from ..core.atomic import atomic_write_text, check_writable, refuse_output_is_input
 from ..core.classes import CLASS_NAMES, N_CLASSES
 from ..core.errors import InputError, LabelError
 from ..learning.metrics import confusion_matrix, format_table, score_rows, scores
 
 
 def read_label_file(path: Path, what: str) -> np.ndarray:
-    """Integer labels from ``.tif``/``.tiff``, ``.npy`` or ``.npz`` (key ``labels``); never unpickles."""
+    """Labels (uint8, classes 0..9) from ``.tif``/``.tiff``, ``.npy`` or ``.npz`` (key ``labels``).
+
+    Goes through the readers' guards (header sizes against the file and the available memory,
+    decompression bombs, never unpickles).
+    """
+    from ..io import read_labels
+    from ..io.duke import load_npz_arrays
+
     if not path.is_file():
         raise InputError(f"{path}: no such {what} file")
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        elif suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                if "labels" not in npz:
-                    raise LabelError(f"{path}: .npz has no 'labels' array (has: {', '.join(npz.files)})")
-                arr = npz["labels"]
-        else:
-            raise InputError(f"{path}: unsupported {what} format {suffix!r} (use .tif, .npy or .npz)")
-    except (LabelError, InputError):
-        raise
-    except Exception as exc:  # tifffile / numpy raise many types for foreign or truncated files
-        raise InputError(
-            f"{path}: cannot read {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
-    arr = np.asarray(arr)
+    if suffix in (".tif", ".tiff", ".npy"):
+        dtype = _stored_dtype(path)
+        if dtype is not None and dtype.kind not in "uib":
+            raise LabelError(f"{path}: {what} has dtype {dtype}; integer class labels are needed")
+        return read_labels(path)
+    if suffix != ".npz":
+        raise InputError(f"{path}: unsupported {what} format {suffix!r} (use .tif, .npy or .npz)")
+    arr = load_npz_arrays(path, ("labels",), error=LabelError)["labels"]
     if not np.issubdtype(arr.dtype, np.integer):
         raise LabelError(f"{path}: {what} has dtype {arr.dtype}; integer class labels are needed")
-    return arr
+    if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
+        raise LabelError(f"{path}: {what} values must be within 0..{N_CLASSES - 1}; found {arr.min()}..{arr.max()}")
+    return arr.astype(np.uint8, copy=False)
+
+
+def _stored_dtype(path: Path) -> np.dtype | None:
+    """The sample type a ``.npy``/TIFF header states (``None`` if unreadable: the reader then says why)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            from numpy.lib import format as npformat
+
+            with open(path, "rb") as fh:
+                version = npformat.read_magic(fh)
+                header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+                return np.dtype(header(fh)[2])
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return np.dtype(tif.series[0].dtype) if tif.series else None
+    except Exception:  # noqa: BLE001 - foreign bytes: read_labels reports them on one line
+        return None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
+        refuse_output_is_input([args.csv], [args.pred, args.truth])
         check_writable(args.csv, args.force)
     pred = read_label_file(args.pred, "prediction")
     truth = read_label_file(args.truth, "ground truth")
@@ -79,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(args.csv, buf.getvalue())
+        atomic_write_text(args.csv, buf.getvalue(), overwrite=args.force)
         print(f"wrote {args.csv}")
     return 0

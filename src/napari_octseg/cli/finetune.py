@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import refuse_output_is_input
 from ..core.errors import InputError
 from ._common import add_scale_options, with_scale_and_reflectivity
 
@@ -28,6 +29,7 @@ def register(subparsers: Any) -> None:
         DEFAULT_LR,
         DEFAULT_SELF_REPLAY_BSCANS,
     )
+    from ..models.device import DEVICE_CHOICES
 
     p = subparsers.add_parser(
         "finetune",
@@ -66,7 +68,11 @@ def register(subparsers: Any) -> None:
         help="replay up to N uncorrected B-scans labelled by the base model "
         f"(default {DEFAULT_SELF_REPLAY_BSCANS}; 0: off)",
     )
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default auto: CUDA, then MPS, then CPU)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.labels import read_labels_file
     from ..learning.finetune import FinetuneOptions, check_out_path, finetune, format_bscans, load_replay
     from ..models.device import select_device
+    from ..models.memory import check_model_memory
     from ..models.registry import load_model
 
     if args.epochs < 1:
@@ -119,10 +126,12 @@ def run(args: argparse.Namespace) -> int:
     if args.self_replay < 0:
         raise InputError("--self-replay must be 0 or more")
     device = select_device(args.device)
+    refuse_output_is_input([args.out], [args.images, args.labels, args.auto, *(args.replay or [])])
     base = load_model(args.base, device="cpu")
     out = check_out_path(args.out, base, overwrite=args.force)
     volume = io.read(args.images)
     volume = with_scale_and_reflectivity(volume, args)
+    check_model_memory(volume.shape, base, 1, device, "finetune")
     found = read_labels_file(args.labels, shape=volume.shape)
     labels = found.labels
     auto = io.read_labels(args.auto, shape=volume.shape) if args.auto else None

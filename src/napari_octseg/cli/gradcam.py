@@ -25,6 +25,7 @@ from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
     add_input_options,
     add_run_options,
+    check_run_memory,
     load_for_run,
     model_identity,
     read_input,
@@ -127,6 +128,7 @@ def _explain_one(
     from ..io.heatmaps import write_heatmaps_file
 
     tif_path, json_path = targets
+    check_run_memory(path, volume, args, loaded, "gradcam")
     gen = gradcam(
         volume, loaded, classes, args.layer, target=args.target, batch_size=args.batch_size, device=args.device
     )

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from ..core.errors import OctsegError
+from ..core.errors import OctsegError, one_line_message
 from ..core.volume import OctVolume
 
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             volume = read(path)
         except OctsegError as exc:
-            print(f"octseg info: error: {exc}", file=sys.stderr)
+            print(one_line_message(f"octseg info: error: {exc}"), file=sys.stderr)
             status = 1
             continue
         if i:

@@ -23,6 +23,7 @@ from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
     add_input_options,
     add_run_options,
+    check_run_memory,
     load_for_run,
     model_identity,
     parse_scale,
@@ -63,6 +64,7 @@ def _segment_one(
     from ..io.labels import write_labels_file
     from ..io.provenance import edit_record
 
+    check_run_memory(path, volume, args, loaded, "segment")
     scale = parse_scale(args.scale) or volume.scale_um
     gen = segment(
         volume, loaded, batch_size=args.batch_size, device=args.device, scale_um=scale, reflectivity=args.reflectivity

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import check_writable
+from ..core.atomic import check_writable, refuse_output_is_input
 from ..core.errors import InputError, LabelError, OctsegError
 from ..core.tables import ScanIdentity, export_surfaces_csv
+from ..core.thickness import MAX_SCALE_UM, check_scale
 from ..core.volume import OctVolume
 from ..io.labels import read_labels_file
 from ._batch import add_shard_option
@@ -87,6 +88,10 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return values
 
 
+def _sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
 @dataclass
 class Inputs:
     """What ``octseg thickness`` measures and how it names the rows."""
@@ -130,6 +135,10 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     recorded = info.get("source") or {k: info.get(k) for k in ("laterality", "scan_pattern") if info.get(k)}
     if args.scale is not None:
         scale = _floats(args.scale, 3, "--scale")
+        if not all(0 < v <= MAX_SCALE_UM for v in scale):
+            raise InputError(
+                f"--scale must be three spacings in µm, each above 0 and at most {MAX_SCALE_UM:g}; got {args.scale!r}"
+            )
     elif described is not None and described.scale_um is not None:
         scale = described.scale_um
     else:
@@ -151,6 +160,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         model=model.get("name"),
         model_hash=model.get("short_hash"),
     )
+    check_scale(scale)
     return Inputs(labels, scale, laterality, pattern, identity)
 
 
@@ -194,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     targets = [args.csv] + [p for p in (args.etdrs, args.surfaces) if p is not None]
     if len({t.resolve() for t in targets}) != len(targets):
         raise InputError("--csv, --etdrs and --surfaces must be different files")
+    refuse_output_is_input(targets, [Path(args.input), args.image, _sidecar_path(Path(args.input))])
     for target in targets:  # fail before the (possibly long) measurement
         check_writable(target, args.force)
     fovea = _floats(args.fovea, 2, "--fovea") if args.fovea is not None else None

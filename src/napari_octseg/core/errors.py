@@ -29,3 +29,20 @@ class InputError(OctsegError):
 
 class Cancelled(OctsegError):
     """Long work was cancelled by the user; nothing was written."""
+
+
+def one_line_message(text: object) -> str:
+    """``text`` on one line: control characters (newline, tab, escape...) shown as ``\\n``, ``\\x1b``...
+
+    File names may hold any byte but ``/`` and NUL; printed raw, a newline would split a one-line error
+    and an escape sequence could rewrite the terminal. Non-UTF-8 bytes (surrogate escapes) are shown as
+    ``\\udcxx``, so the line can always be encoded.
+    """
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xD800 <= code < 0xE000:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -21,6 +21,7 @@ concatenate into one table; then
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -185,6 +186,13 @@ def analyse(
     """
     if fovea is not None and not all(np.isfinite(fovea)):
         raise InputError(f"fovea must be two finite numbers (B-scan, A-scan); got {fovea}")
+    check_scale(scale_um)
+    if fovea is not None:
+        n, _, width = np.shape(labels)[-3:] if np.ndim(labels) == 3 else (1, *np.shape(labels))
+        if not (0 <= fovea[0] <= n - 1 and 0 <= fovea[1] <= width - 1):
+            raise InputError(
+                f"fovea ({fovea[0]:g}, {fovea[1]:g}) lies outside the scan (B-scans 0..{n - 1}, A-scans 0..{width - 1})"
+            )
     thickness = yield from iter_thickness(labels, scale_um)
     table = sector_table(
         thickness.maps,
@@ -239,6 +247,24 @@ def sector_csv_text(table: SectorTable, identity: ScanIdentity | str | None = No
     return "\n".join(lines) + "\n"
 
 
+#: Largest accepted pixel spacing (µm): 10 cm, far above any OCT scan's.
+MAX_SCALE_UM = 1e5
+
+
+def check_scale(scale_um: tuple[float, float, float] | None) -> None:
+    """Refuse a pixel spacing that is not three finite numbers in (0, :data:`MAX_SCALE_UM`] µm."""
+    if scale_um is None:
+        return
+    values = tuple(scale_um)
+    if len(values) != 3 or not all(isinstance(v, (int, float, np.floating, np.integer)) for v in values):
+        raise InputError(f"pixel spacing must be three numbers (z, y, x) in µm; got {values!r}")
+    if not all(math.isfinite(float(v)) and 0 < float(v) <= MAX_SCALE_UM for v in values):
+        raise InputError(
+            f"pixel spacing {tuple(float(v) for v in values)} µm is not usable: each must be above 0 and at most "
+            f"{MAX_SCALE_UM:g} µm"
+        )
+
+
 def export_csv(
     report: ThicknessReport,
     ascan_path: str | os.PathLike,
@@ -276,7 +302,7 @@ def export_csv(
     texts = [ascan_csv_text(report.thickness, who)]
     if sector_path is not None:
         texts.append(sector_csv_text(report.sectors, who))
-    with atomic_paths(*targets) as temporaries:
+    with atomic_paths(*targets, overwrite=force) as temporaries:
         for tmp, text in zip(temporaries, texts):
             tmp.write_text(text, encoding="utf-8")
     return targets

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import OctReadError
+from ..core.errors import InputError, OctReadError
 
 #: Largest accepted size of any single axis (pixels). Real OCT axes stay below ~10 000.
 MAX_DIM: int = 65_536
@@ -23,6 +23,12 @@ MAX_DIM: int = 65_536
 MAX_VOXELS: int = 1 << 30
 #: Largest plausible decompression ratio (zlib's theoretical maximum is ~1032:1).
 MAX_COMPRESSION_RATIO: int = 1100
+#: Compressed data decoding to more than this many bytes must also stay under :data:`MAX_BOMB_RATIO`.
+BOMB_MIN_BYTES: int = 64 << 20
+#: Largest accepted decompression ratio of big payloads (OCT speckle compresses ~2-10:1, label maps ~100:1).
+MAX_BOMB_RATIO: int = 200
+#: Largest accepted single B-scan image (pixels): real B-scans stay below ~4096 x 4096.
+MAX_IMAGE_PIXELS: int = 1 << 26
 
 
 def one_line(text: object) -> str:
@@ -73,14 +79,79 @@ def check_shape(path: str | os.PathLike, shape: Iterable[int], what: str = "volu
     return dims
 
 
-def check_payload(path: str | os.PathLike, needed: int, available: int, compressed: bool = False) -> None:
-    """Reject a header that claims more data bytes than the file can hold (before allocating)."""
+def check_payload(
+    path: str | os.PathLike, needed: int, available: int, compressed: bool = False, voxels: int | None = None
+) -> None:
+    """Reject a header that claims more data bytes than the file can hold (before allocating).
+
+    Parameters
+    ----------
+    needed
+        Bytes the data decodes to.
+    available
+        Bytes the file holds for it (its size, or a zip member's compressed size).
+    compressed
+        Whether the data is compressed: then up to :data:`MAX_COMPRESSION_RATIO` times ``available``
+        may be claimed, and a payload above :data:`BOMB_MIN_BYTES` at most :data:`MAX_BOMB_RATIO` times.
+    voxels
+        Voxels of the volume the reader builds from it (float32, 4 bytes each), for the memory check;
+        ``None`` for data kept as it is (labels).
+
+    Raises
+    ------
+    OctReadError
+        Truncated or corrupt header, a decompression bomb, or more memory than this machine has.
+    """
     limit = available * MAX_COMPRESSION_RATIO if compressed else available
     if needed > limit:
         raise fail(
             path,
             f"file is truncated or its header is corrupt: it claims {needed} bytes of data, {available} are present",
         )
+    if compressed and needed > BOMB_MIN_BYTES and needed > available * MAX_BOMB_RATIO:
+        raise fail(
+            path,
+            f"{available} compressed bytes claim to decode to {needed} bytes "
+            f"(over {MAX_BOMB_RATIO}:1; a decompression bomb?); refused",
+        )
+    check_memory(path, needed + (8 * voxels if voxels is not None else needed))
+
+
+def check_memory(path: str | os.PathLike, needed: int) -> None:
+    """Reject data whose decoding needs more memory than this process can get (see ``core.resources``)."""
+    from ..core.resources import require_memory
+
+    try:
+        require_memory(needed, "reading it", "crop or split the file")
+    except InputError as exc:
+        raise fail(path, str(exc)) from None
+
+
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator:
+    """``PIL.Image.open`` without Pillow's own bomb warning: :func:`check_image_header` judges the size."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:
+            raise fail(
+                path, "image is larger than any OCT B-scan (its header claims over 178 million pixels)"
+            ) from None
+    with im:
+        yield im
+
+
+def check_image_header(path: str | os.PathLike, height: int, width: int, bands: int, size: int) -> None:
+    """Check the dimensions a PNG/JPEG header states before its pixels are decoded."""
+    check_shape(path, (height, width), "image")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise fail(path, f"image of {width} x {height} pixels is larger than any OCT B-scan (limit {MAX_IMAGE_PIXELS})")
+    check_payload(path, height * width * bands, size, compressed=True, voxels=height * width)
 
 
 def as_volume_array(path: str | os.PathLike, array: np.ndarray) -> np.ndarray:

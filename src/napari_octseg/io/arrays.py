@@ -18,11 +18,14 @@ from ..core.intensity import Reflectivity, detect_reflectivity
 from ..core.volume import OctVolume
 from ._util import (
     as_volume_array,
+    check_image_header,
+    check_memory,
     check_payload,
     check_shape,
     display_scale,
     fail,
     library_errors,
+    open_image,
     require_file,
 )
 
@@ -68,7 +71,7 @@ def load_npy_array(path: str | os.PathLike) -> np.ndarray:
         if len(shape) == 0:
             raise fail(path, "holds a single number, not an image")
         check_shape(path, shape, "array")
-        check_payload(path, int(np.prod(shape)) * dtype.itemsize, size - fh.tell())
+        check_payload(path, int(np.prod(shape)) * dtype.itemsize, size - fh.tell(), voxels=int(np.prod(shape)))
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -134,7 +137,9 @@ def read_tiff(path: str | os.PathLike) -> OctVolume:
         shape = tuple(series.shape)
         check_shape(path, shape, "image")
         compressed = any(p.compression != 1 for p in tif.pages[:1])
-        check_payload(path, int(np.prod(shape)) * series.dtype.itemsize, size, compressed=compressed)
+        check_payload(
+            path, int(np.prod(shape)) * series.dtype.itemsize, size, compressed=compressed, voxels=int(np.prod(shape))
+        )
         samples_last = series.axes.endswith("S")
         array = series.asarray()
         scale = _imagej_scale(tif)
@@ -181,11 +186,9 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    require_file(path)
-    with library_errors(path, "not a readable image"), Image.open(path) as im:
-        check_shape(path, (im.height, im.width), "image")
+    size = require_file(path)
+    with library_errors(path, "not a readable image"), open_image(path) as im:
+        check_image_header(path, im.height, im.width, max(1, len(im.getbands())), size)
         if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
             im = im.convert("L")
         array = np.asarray(im)
@@ -207,6 +210,7 @@ def read_image_folder(path: str | os.PathLike) -> OctVolume:
         raise fail(path, f"folder holds no {'/'.join(e[1:].upper() for e in IMAGE_EXTENSIONS)} B-scans")
     first = _read_image(files[0])
     check_shape(path, (len(files),) + first.shape)
+    check_memory(path, 8 * len(files) * first.size)
     stack = np.empty((len(files),) + first.shape, dtype=np.float32)
     stack[0] = display_scale(first)
     for i, file in enumerate(files[1:], start=1):

@@ -25,8 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from ..core.classes import BOUNDARY_NAMES, FLUID_CLASS, N_CLASSES
+from ..core.errors import InputError, LabelError, OctReadError
 from ..core.volume import OctVolume
-from ._util import as_volume_array, check_shape, display_scale, fail, library_errors, require_file
+from ._util import (
+    as_volume_array,
+    check_memory,
+    check_payload,
+    check_shape,
+    display_scale,
+    fail,
+    library_errors,
+    require_file,
+)
 
 #: Pixel spacing (z, y, x) µm assumed for Duke DME data (see the module docstring).
 DUKE_SCALE_UM: tuple[float, float, float] = (120.0, 3.87, 11.35)
@@ -163,10 +173,15 @@ def read_duke_mat(path: str | os.PathLike, grader: int = 1) -> OctVolume:
 
 
 def _npz_members(path: Path, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shapes and dtypes of the arrays of an ``.npz``, checked before anything is decompressed."""
+    """Shapes and dtypes of the arrays of an ``.npz``, checked before anything is decompressed.
+
+    Each member's size is checked against its compressed size (truncation, decompression bombs) and
+    all of them together against the available memory.
+    """
     from numpy.lib import format as npformat
 
     out = {}
+    total = 0
     with library_errors(path, "not a readable .npz archive"), zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
@@ -182,10 +197,41 @@ def _npz_members(path: Path, size: int) -> dict[str, tuple[tuple[int, ...], np.d
             if dtype.hasobject:
                 raise fail(path, f"member {info.filename} holds Python objects; refusing to unpickle it")
             check_shape(path, shape or (1,), info.filename)
-            if int(np.prod(shape)) * dtype.itemsize > info.file_size:
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            if nbytes > info.file_size:
                 raise fail(path, f"member {info.filename} is truncated")
+            compressed = info.compress_type != zipfile.ZIP_STORED
+            check_payload(path, nbytes, max(1, info.compress_size), compressed=compressed)
+            total += nbytes + 4 * int(np.prod(shape))
             out[info.filename[:-4]] = (tuple(shape), dtype)
+    check_memory(path, total)
     return out
+
+
+def load_npz_arrays(
+    path: str | os.PathLike, keys: tuple[str, ...], error: type[Exception] = InputError
+) -> dict[str, np.ndarray]:
+    """Load the arrays ``keys`` of an ``.npz`` after the guards of :func:`read_npz` (sizes, bombs, pickles).
+
+    Raises
+    ------
+    error
+        One line naming the file: not a zip, a missing key, a bomb, too big for this machine.
+    """
+    path = Path(path)
+    try:
+        size = require_file(path)
+        members = _npz_members(path, size)
+        missing = [k for k in keys if k not in members]
+        if missing:
+            have = ", ".join(sorted(members)) or "nothing"
+            raise fail(path, f".npz has no {', '.join(repr(k) for k in missing)} array (has: {have})")
+        with library_errors(path, "could not load the .npz arrays"), np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in keys}
+    except OctReadError as exc:
+        if error is OctReadError:
+            raise
+        raise error(str(exc)) from None
 
 
 def read_npz(path: str | os.PathLike) -> OctVolume:
@@ -209,8 +255,9 @@ def read_npz(path: str | os.PathLike) -> OctVolume:
         labels = labels[None] if labels.ndim == 2 else labels
         if labels.shape != data.shape:
             raise fail(path, f"labels {labels.shape} do not match images {data.shape}")
-        if labels.dtype.kind not in "ui" or (labels.size and labels.max() >= N_CLASSES):
-            raise fail(path, f"labels must be integers 0..{N_CLASSES - 1}")
+        if labels.dtype.kind not in "ui" or (labels.size and (labels.min() < 0 or labels.max() >= N_CLASSES)):
+            found = f"; found {labels.min()}..{labels.max()}" if labels.size and labels.dtype.kind in "ui" else ""
+            raise LabelError(f"{path.name}: labels must be integers 0..{N_CLASSES - 1}{found}")
         labels = labels.astype(np.uint8)
     duke = key == "images"
     return OctVolume(

@@ -16,19 +16,38 @@ from pathlib import Path
 import numpy as np
 
 from ..core.volume import OctVolume
-from ._util import as_volume_array, check_shape, display_scale, fail, library_errors, require_file
+from ._util import (
+    as_volume_array,
+    check_image_header,
+    check_memory,
+    check_shape,
+    display_scale,
+    fail,
+    library_errors,
+    open_image,
+    require_file,
+)
 
 _E2E_VERSION = 36  # version structure
 _E2E_HEADER = 52  # main header and chunk headers
 _E2E_FOLDER = 44  # folder header
 _E2E_CONTAINER = 60  # data container header
 _MAX_FOLDERS = 1 << 16
+#: Largest accepted HEYEX XML file (a real export with segmentation lines stays below a few MB).
+MAX_XML_BYTES = 256 << 20
 
 _PATTERNS = {1: "line", 2: "circle", 3: "volume", 4: "volume", 5: "radial"}
 
 
 def check_e2e_structure(path: Path, size: int) -> int:
-    """Walk the E2E chunk chain as eyepy will, refusing chains that do not move forward.
+    """Walk the E2E chunk chain as eyepy will, refusing chains that would make it loop or crawl.
+
+    eyepy parses every chunk's folder headers (44 bytes each) and jumps to the byte after the last
+    folder's data. In a real file each chunk's header table and data lie after the previous chunk's, so
+    the next chunk starts beyond the current chunk's folder table and all the tables together fit in the
+    file. A chain that steps forward a few bytes at a time while claiming 65,536 folders per chunk
+    would make eyepy parse billions of folder headers (hours, gigabytes); it is refused here, after at
+    most ``size / 96`` cheap steps.
 
     Returns
     -------
@@ -39,7 +58,7 @@ def check_e2e_structure(path: Path, size: int) -> int:
         head = fh.read(_E2E_VERSION + _E2E_HEADER)
         if len(head) < _E2E_VERSION + _E2E_HEADER or not head.startswith(b"CMDb"):
             raise fail(path, "not a Heidelberg .e2e file (no CMDb signature)")
-        pos, chunks = _E2E_VERSION + _E2E_HEADER, 0
+        pos, chunks, folders = _E2E_VERSION + _E2E_HEADER, 0, 0
         while pos + _E2E_HEADER <= size:
             fh.seek(pos)
             header = fh.read(_E2E_HEADER)
@@ -54,6 +73,15 @@ def check_e2e_structure(path: Path, size: int) -> int:
             nxt = start + length + _E2E_CONTAINER
             if nxt <= pos:
                 raise fail(path, f"corrupt chunk chain: chunk at byte {pos} points back to byte {nxt}")
+            if nxt < folders_end:
+                raise fail(
+                    path,
+                    f"corrupt chunk chain: chunk at byte {pos} claims {num_entries} folders but the next chunk "
+                    f"starts inside them, at byte {nxt}",
+                )
+            folders += num_entries
+            if folders * _E2E_FOLDER > size:
+                raise fail(path, f"corrupt chunk chain: {folders} folder headers do not fit in {size} bytes")
             pos, chunks = nxt, chunks + 1
     if chunks == 0:
         raise fail(path, "E2E file holds no data chunk (truncated?)")
@@ -117,11 +145,18 @@ def _xml_file(path: Path) -> Path:
 
 
 def read_heyex_xml(path: str | os.PathLike) -> OctVolume:
-    """Read a HEYEX XML export (the ``.xml`` file or its folder, B-scans as images beside it)."""
+    """Read a HEYEX XML export (the ``.xml`` file or its folder, B-scans as images beside it).
+
+    Every image the XML refers to must lie in the XML's folder (an ``ExamURL`` that is absolute or
+    climbs out with ``..`` is refused) and its header's size is checked, all images together against
+    the available memory, before eyepy decodes any of them.
+    """
     import eyepy
 
     path = _xml_file(Path(path))
-    require_file(path)
+    size = require_file(path)
+    if size > MAX_XML_BYTES:
+        raise fail(path, f"XML export of {size} bytes is larger than any HEYEX export (limit {MAX_XML_BYTES})")
     with open(path, "rb") as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head.startswith(b"<") or b"<HEDX" not in head:
@@ -129,9 +164,52 @@ def read_heyex_xml(path: str | os.PathLike) -> OctVolume:
     pattern = _scan_pattern_code(head)
     if pattern in (2, 5):
         raise fail(path, f"{_PATTERNS[pattern]} scans in XML exports are not supported (export them as .vol)")
+    check_xml_images(path)
     with library_errors(path, "eyepy could not read this HEYEX XML export"):
         ev = eyepy.import_heyex_xml(path)
     return _from_eyevolume(path, ev, "heyex_xml", scale_known=True)
+
+
+def check_xml_images(path: Path) -> None:
+    """Check every image a HEYEX XML refers to, by its header, before anything is decoded.
+
+    Raises
+    ------
+    OctReadError
+        An ``ExamURL`` outside the XML's folder, a missing or oversized image, B-scans of different
+        sizes, or images that together need more memory than is available.
+    """
+    from xml.etree import ElementTree
+
+    with library_errors(path, "not a readable XML file"), open(path, encoding="utf-8", errors="replace") as fh:
+        root = ElementTree.parse(fh).getroot()
+    folder = path.parent.resolve()
+    total, bscan_shape, n_bscans = 0, None, 0
+    for image in root.iter("Image"):
+        url = image.findtext("./ImageData/ExamURL")
+        kind = (image.findtext("./ImageType/Type") or "").strip()
+        if url is None:
+            continue
+        name = url.strip().split("\\")[-1]
+        target = (path.parent / name).resolve()
+        if Path(name).is_absolute() or folder not in target.parents:
+            raise fail(path, f"image {url.strip()!r} lies outside the export's folder; refused")
+        if not target.is_file():
+            raise fail(path, f"image {name} named in the XML is missing")
+        file_size = target.stat().st_size
+        with library_errors(target, "not a readable image"), open_image(target) as im:
+            check_image_header(target, im.height, im.width, max(1, len(im.getbands())), max(1, file_size))
+            shape = (im.height, im.width)
+            total += im.height * im.width * max(1, len(im.getbands()))
+        if kind == "OCT":
+            n_bscans += 1
+            if bscan_shape is not None and shape != bscan_shape:
+                raise fail(path, f"B-scans differ in size: {bscan_shape} and {shape} ({name})")
+            bscan_shape = shape
+            check_shape(path, (n_bscans, *shape), "volume")
+    if bscan_shape is not None:
+        # decoded images, eyepy's stack and our float32 volume
+        check_memory(path, 2 * total + 4 * n_bscans * bscan_shape[0] * bscan_shape[1])
 
 
 def _scan_pattern_code(head: bytes) -> int | None:

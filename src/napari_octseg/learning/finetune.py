@@ -144,6 +144,10 @@ def check_out_path(out_path: str | os.PathLike, base: LoadedModel, overwrite: bo
     return out
 
 
+#: Smallest B-scan side (pixels) fine-tuning accepts: its random crops need room to move.
+MIN_BSCAN_SIDE = 16
+
+
 def _validate(
     volume: OctVolume, labels: np.ndarray, bscans: Sequence[int], base: LoadedModel
 ) -> tuple[list[int], np.ndarray]:
@@ -153,6 +157,11 @@ def _validate(
     labels = labels[None] if labels.ndim == 2 else labels  # one B-scan: (depth, width) is fine too
     if labels.shape != shape:
         raise LabelError(f"labels have shape {labels.shape} but the image is {shape} (B-scans, depth, width)")
+    if min(shape[1], shape[2]) < MIN_BSCAN_SIDE:
+        raise InputError(
+            f"B-scans of {shape[1]} x {shape[2]} pixels are too small to learn from "
+            f"(fine-tuning crops need at least {MIN_BSCAN_SIDE} x {MIN_BSCAN_SIDE})"
+        )
     raw = [int(i) for i in bscans]
     if not raw:
         raise InputError("no corrected B-scans given: mark at least one B-scan to learn from")
@@ -353,7 +362,21 @@ def finetune(
         "device": str(dev),
         "package_version": __version__,
     }
-    return _run(images, picked_labels, base, out, dev, replay, replay_images, own_volume, config, opts, cancel, record)
+    return _run(
+        images,
+        picked_labels,
+        base,
+        out,
+        dev,
+        replay,
+        replay_images,
+        own_volume,
+        config,
+        opts,
+        cancel,
+        record,
+        overwrite,
+    )
 
 
 def _run(
@@ -369,6 +392,7 @@ def _run(
     opts: FinetuneOptions,
     cancel: Callable[[], bool] | None,
     record: dict[str, Any],
+    overwrite: bool = True,
 ) -> Generator[Any, None, FinetuneResult]:
     from .datasets import SegDataset
     from .fit import FitConfig, fit
@@ -432,7 +456,12 @@ def _run(
             }
         )
         path = save_checkpoint(
-            out, trained, class_names=base.class_names, normalization=base.normalization, training=record
+            out,
+            trained,
+            class_names=base.class_names,
+            normalization=base.normalization,
+            training=record,
+            overwrite=overwrite,
         )
         new = LoadedModel(
             model=trained,

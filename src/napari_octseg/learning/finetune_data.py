@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.classes import N_CLASSES
 from ..core.errors import InputError, LabelError
+from ..io.duke import load_npz_arrays
 from ..io.provenance import edited_bscans
 
 # Here, not in finetune.py, so that ``octseg finetune --help`` can show them without importing torch.
@@ -137,11 +139,10 @@ def load_replay(paths: Sequence[str | os.PathLike], per_file: int | None = None,
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for path in paths:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                imgs, labs = np.asarray(z["images"]), np.asarray(z["labels"])
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{path}: not a replay file with 'images' and 'labels' arrays ({exc})") from None
+        arrays = load_npz_arrays(path, ("images", "labels"), error=InputError)
+        imgs, labs = arrays["images"], arrays["labels"]
+        if labs.dtype.kind not in "ui" or (labs.size and (labs.min() < 0 or labs.max() >= N_CLASSES)):
+            raise LabelError(f"{path}: replay labels must be integers 0..{N_CLASSES - 1}")
         if imgs.shape != labs.shape or imgs.ndim != 3:
             raise LabelError(f"{path}: images {imgs.shape} and labels {labs.shape} must be equal (n, depth, width)")
         keep = np.arange(len(imgs))

@@ -42,20 +42,36 @@ def confusion_matrix(
     LabelError
         If the shapes differ or a value lies outside ``0 .. C - 1``.
     """
-    pred = _as_numpy(pred).astype(np.int64, copy=False).ravel()
-    target = _as_numpy(target).astype(np.int64, copy=False).ravel()
+    pred = _as_numpy(pred).ravel()
+    target = _as_numpy(target).ravel()
     if pred.shape != target.shape:
         raise LabelError(f"prediction has {pred.size} pixels but the ground truth has {target.size}")
-    if ignore_index is not None:
-        keep = target != ignore_index
-        pred, target = pred[keep], target[keep]
-    for name, arr in (("prediction", pred), ("ground truth", target)):
-        if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-            raise LabelError(
-                f"{name} holds class {int(arr.max() if arr.max() >= n_classes else arr.min())}, "
-                f"outside 0..{n_classes - 1}"
-            )
-    return np.bincount(target * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    for arr in (pred, target):
+        if arr.dtype.kind not in "uib":
+            raise LabelError(f"labels must be integers, got {arr.dtype}")
+    # Chunks of at most CHUNK pixels, codes in the smallest dtype: memory stays a few times CHUNK
+    # bytes however big the volumes (an int64 copy of each would cost 16 bytes per pixel).
+    code_dtype = np.uint8 if n_classes * n_classes <= 256 else np.int64
+    cm = np.zeros(n_classes * n_classes, dtype=np.int64)
+    for start in range(0, pred.size, _CHUNK):
+        p = pred[start : start + _CHUNK]
+        t = target[start : start + _CHUNK]
+        if ignore_index is not None:
+            keep = t != ignore_index
+            p, t = p[keep], t[keep]
+        for name, arr in (("prediction", p), ("ground truth", t)):
+            if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+                raise LabelError(
+                    f"{name} holds class {int(arr.max() if arr.max() >= n_classes else arr.min())}, "
+                    f"outside 0..{n_classes - 1}"
+                )
+        codes = t.astype(code_dtype) * code_dtype(n_classes) + p.astype(code_dtype)
+        cm += np.bincount(codes, minlength=n_classes * n_classes)
+    return cm.reshape(n_classes, n_classes)
+
+
+#: Pixels per chunk of :func:`confusion_matrix`.
+_CHUNK = 1 << 22
 
 
 def _as_numpy(x) -> np.ndarray:

@@ -10,11 +10,13 @@ Layout (``FORMAT_VERSION`` 1)::
      "training": {...},                          # data, split, epochs, metrics, base model, ...
      "state_dict": {name: tensor}}
 
-Loading uses ``torch.load(..., weights_only=True)``: a pickle that would run code is refused.
+Loading uses ``torch.load(..., weights_only=True)``: a pickle that would run code is refused. The file
+and then every field and tensor are validated (:mod:`.validate`) before the network is built.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from ..core.classes import CLASS_NAMES
 from ..core.errors import CheckpointError
 from .normalization import DEFAULT_NORMALIZATION
 from .segnet import SegNet, SegNetConfig, build_model
+from .validate import check_checkpoint_file, validate_payload
 
 FORMAT_VERSION = 1
 _REQUIRED = ("format_version", "config", "class_names", "normalization", "state_dict")
@@ -68,8 +71,15 @@ def save_checkpoint(
     class_names: tuple[str, ...] | list[str] = CLASS_NAMES,
     normalization: dict | None = None,
     training: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Write ``model`` and its description to ``path`` atomically; return the path."""
+    """Write ``model`` and its description to ``path`` atomically; return the path.
+
+    The archive is built in memory and then written with plain file writes, so a full disk is an
+    ``OSError`` (``No space left on device``) rather than torch's internal assertion; the temporary is
+    removed and an existing ``path`` kept. With ``overwrite=False`` an existing ``path`` (another run's
+    output, created meanwhile) is never replaced.
+    """
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     config: SegNetConfig = model.config  # type: ignore[assignment]
@@ -82,8 +92,10 @@ def save_checkpoint(
         "training": dict(training or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
+        fh.write(buffer.getbuffer())
     return Path(path)
 
 
@@ -99,6 +111,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
+    check_checkpoint_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign, truncated or unsafe files
@@ -110,40 +123,25 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def checkpoint_from_dict(payload: Any, source: str = "<memory>", device: str | torch.device = "cpu") -> LoadedModel:
-    """Validate a loaded checkpoint dictionary and rebuild its network."""
-    if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
-        raise CheckpointError(f"{source}: not a napari-octseg checkpoint (missing fields)")
-    version = payload["format_version"]
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{source}: checkpoint format version {version} is not supported by this version "
-            f"(expects {FORMAT_VERSION}; made by napari-octseg {payload.get('package_version', '?')})"
-        )
-    try:
-        model = build_model(payload["config"])
-    except Exception as exc:
-        raise CheckpointError(f"{source}: unknown or invalid architecture config ({exc})") from None
-    spacing = payload["normalization"].get("pixel_spacing_um") if isinstance(payload["normalization"], dict) else None
+    """Validate a loaded checkpoint dictionary (see :mod:`.validate`), then rebuild its network."""
+    valid = validate_payload(payload, source)
+    spacing = valid.normalization.get("pixel_spacing_um")
     if spacing is not None:
         ok = isinstance(spacing, (list, tuple)) and len(spacing) == 2
         ok = ok and all(isinstance(v, (int, float)) and 0 < float(v) <= 1e5 for v in spacing)
         if not ok:
             raise CheckpointError(f"{source}: pixel_spacing_um must be two positive sizes in µm; got {spacing!r}")
-    class_names = tuple(str(c) for c in payload["class_names"])
-    if len(class_names) != model.config.n_classes:
-        raise CheckpointError(
-            f"{source}: {len(class_names)} class names for a network with {model.config.n_classes} outputs"
-        )
     try:
+        model = build_model(valid.config)
         model.load_state_dict(payload["state_dict"], strict=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{source}: weights do not fit the architecture ({first})") from None
     model.eval().to(device)
     return LoadedModel(
         model=model,
-        class_names=class_names,
-        normalization=dict(payload["normalization"]),
-        training=dict(payload.get("training") or {}),
+        class_names=valid.class_names,
+        normalization=dict(valid.normalization),
+        training=dict(valid.training),
         source=source,
     )

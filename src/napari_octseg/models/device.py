@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from ..core.errors import InputError
@@ -35,10 +36,13 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
 
     if isinstance(name, torch.device):
         return name
-    name = (name or "auto").lower()
-    base = name.split(":")[0]
-    if base not in DEVICE_CHOICES:
-        raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    name = (name or "auto").strip().lower()
+    match = re.fullmatch(r"(auto|cpu|cuda|mps)(?::(\d{1,3}))?", name)
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    base = match.group(1)
+    if match.group(2) is not None and torch.cuda.is_available() and int(match.group(2)) >= torch.cuda.device_count():
+        raise InputError(f"device {name!r} does not exist (this machine has {torch.cuda.device_count()} CUDA devices)")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
