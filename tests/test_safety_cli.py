@@ -183,8 +183,12 @@ def _one_error_line(err: str, cmd: str) -> str:
 
 
 def _files_under(folder: pathlib.Path) -> list[str]:
-    """Every file (hidden temporaries included) under ``folder``."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()) if folder.exists() else []
+    """Every file (hidden temporaries included) under ``folder``, except the run manifest (a log of each input)."""
+    if not folder.exists():
+        return []
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir() and p.name != "octseg-manifest.jsonl"
+    )
 
 
 @pytest.mark.parametrize("cmd, what, opts", CASES, ids=[f"{c}-{w}" for c, w, _ in CASES])

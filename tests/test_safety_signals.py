@@ -107,11 +107,15 @@ def test_sigkill_leaves_an_unmistakable_temporary_that_the_next_run_removes(job)
     assert proc.poll() is None, proc.communicate()
     proc.kill()
     proc.communicate(timeout=60)
-    left = sorted(p.name for p in job["out"].iterdir())
+    left = sorted(p.name for p in job["out"].iterdir() if p.name != "octseg-manifest.jsonl")
     assert left and all(name.startswith(".vol.labels.") and name.endswith(TEMP_SUFFIX) for name in left), left
     rc, out, err, _ = run_octseg(*job["args"])
     assert rc == 0, err
-    assert sorted(p.name for p in job["out"].iterdir()) == ["vol.labels.json", "vol.labels.tif"]
+    assert sorted(p.name for p in job["out"].iterdir()) == [
+        "octseg-manifest.jsonl",
+        "vol.labels.json",
+        "vol.labels.tif",
+    ]
 
 
 def test_two_runs_to_the_same_output_one_wins_the_other_gets_one_line(job):
@@ -122,7 +126,11 @@ def test_two_runs_to_the_same_output_one_wins_the_other_gets_one_line(job):
     loser = next(err for rc, err in results if rc == 1)
     line = one_error_line(loser, "octseg segment: error:")
     assert "already exists" in line or "created by another process meanwhile" in line
-    assert sorted(p.name for p in job["out"].iterdir()) == ["vol.labels.json", "vol.labels.tif"]
+    assert sorted(p.name for p in job["out"].iterdir()) == [
+        "octseg-manifest.jsonl",
+        "vol.labels.json",
+        "vol.labels.tif",
+    ]
     assert tifffile.imread(job["out"] / "vol.labels.tif").shape == (2, 32, 32)
 
 

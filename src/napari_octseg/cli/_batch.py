@@ -28,6 +28,7 @@ from ..batch import (
     remove_temporaries,
     shard_inputs,
 )
+from ..core.atomic import refuse_output_is_input
 from ..core.errors import InputError, OctsegError, one_line_message
 
 V = TypeVar("V")
@@ -92,6 +93,10 @@ class _Plan:
 
 def _plan(spec: BatchSpec, path: Path, out_dir: Path, force: bool) -> _Plan:
     targets = tuple(out_dir / f"{spec.stem(path)}{s}" for s in spec.suffixes)
+    try:
+        refuse_output_is_input(targets, [path])
+    except InputError as exc:
+        return _Plan(path, targets, error=str(exc))
     try:
         expected = fingerprint(spec.command, spec.model, spec.options, path)
     except OSError:  # unreadable or absent: the reader says why, in its own words

@@ -196,7 +196,7 @@ def write_tiff_pair(
             metadata["unit"] = "um"
         if z > 0:
             metadata["spacing"] = z
-    with atomic_paths(tif_path, json_path) as (tmp_tif, tmp_json):
+    with atomic_paths(tif_path, json_path, overwrite=force) as (tmp_tif, tmp_json):
         tifffile.imwrite(tmp_tif, data, imagej=True, photometric="minisblack", metadata=metadata, **kwargs)
         if after_tiff is not None:
             text = json.dumps({**sidecar, **after_tiff(Path(tmp_tif), tif_path.name)}, indent=2) + "\n"
