@@ -41,15 +41,15 @@ def test_writes_heatmaps_and_sidecar(tmp_path, oct_inputs, tiny_checkpoint, caps
     assert code == 0, capsys.readouterr().err
     assert _files(out) == ["bscan.gradcam.json", "bscan.gradcam.tif", "vol.gradcam.json", "vol.gradcam.tif"]
     loaded = load_checkpoint(tiny_checkpoint)
-    for path, shape in zip(paths, [(3, 3, 40, 36), (3, 1, 33, 47)], strict=True):
+    for path, shape in zip(paths, [(3, 3, 40, 36), (1, 3, 33, 47)], strict=True):
         heat = tifffile.imread(out / f"{path.stem}.gradcam.tif").reshape(shape)
-        assert heat.dtype == np.float16
+        assert heat.dtype == np.float32  # ImageJ's 32-bit; float16 is never the default
         expected = run_generator(gradcam(read(path), loaded, [1, 3, 9], target="image", device="cpu"))
-        np.testing.assert_array_equal(heat, expected.heatmaps)
+        np.testing.assert_array_equal(heat, expected.heatmaps.astype(np.float32).transpose(1, 0, 2, 3))
         assert float(heat.max()) > 0
         meta = json.loads((out / f"{path.stem}.gradcam.json").read_text())
         assert meta["classes"] == [1, 3, 9] and meta["class_names"] == ["NFL", "INL", "fluid"]
-        assert meta["layer"] == "decoder" and meta["target"] == "image" and meta["axes"] == "CZYX"
+        assert meta["layer"] == "decoder.2" and meta["target"] == "image" and meta["axes"] == "ZCYX"
         assert meta["shape"] == list(shape) and meta["model"] == str(tiny_checkpoint)
         assert meta["stats"]["INL"]["max"] == pytest.approx(expected.stats[3]["max"], rel=1e-6)
         assert meta["stats"]["fluid"]["mean"] == pytest.approx(expected.stats[9]["mean"], rel=1e-6)
@@ -60,7 +60,7 @@ def test_uint8_output_and_final_layer(tmp_path, oct_inputs, tiny_checkpoint):
     args = [oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet"]
     assert _cli(*args, "--dtype", "uint8", "--layer", "final", "--target", "image") == 0
     heat = tifffile.imread(out / "vol.gradcam.tif")
-    assert heat.dtype == np.uint8 and heat.shape == (10, 3, 40, 36) and heat.max() == 255
+    assert heat.dtype == np.uint8 and heat.shape == (3, 10, 40, 36) and heat.max() == 255
     assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "final"
 
 
@@ -73,7 +73,7 @@ def test_existing_outputs_kept_unless_force(tmp_path, oct_inputs, tiny_checkpoin
     assert "already exists" in capsys.readouterr().err
     assert (out / "vol.gradcam.json").read_text() == "mine"
     assert _cli(*args, "--force") == 0
-    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "decoder"
+    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "decoder.2"
 
 
 def test_failing_json_write_with_force_keeps_the_earlier_outputs(

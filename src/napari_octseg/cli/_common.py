@@ -98,9 +98,19 @@ def read_input(path: Path) -> OctVolume:
 
 
 def write_tiff_and_json(
-    tif_path: Path, json_path: Path, data: np.ndarray, sidecar: dict, *, axes: str, force: bool
+    tif_path: Path,
+    json_path: Path,
+    data: np.ndarray,
+    sidecar: dict,
+    *,
+    axes: str,
+    force: bool,
+    tiff_options: dict | None = None,
 ) -> None:
     """Write ``data`` as a TIFF (``axes`` e.g. ``"ZYX"``) and ``sidecar`` as JSON; both or neither.
+
+    ``tiff_options``: ``tifffile.imwrite`` keywords that replace the plain ones (e.g. an ImageJ
+    hyperstack with resolution tags, from ``explain.export.heatmap_tiff``).
 
     Both temporaries are complete before either is renamed into place, so a failure (full disk,
     Ctrl-C) also leaves outputs that ``--force`` was about to replace intact.
@@ -110,7 +120,8 @@ def write_tiff_and_json(
     check_writable(tif_path, force)
     check_writable(json_path, force)
     with atomic_paths(tif_path, json_path) as (tmp_tif, tmp_json):
-        tifffile.imwrite(tmp_tif, data, photometric="minisblack", metadata={"axes": axes})
+        options = tiff_options if tiff_options is not None else {"metadata": {"axes": axes}}
+        tifffile.imwrite(tmp_tif, data, photometric="minisblack", **options)
         tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
 

@@ -1,9 +1,11 @@
 """``octseg gradcam``: per-class Grad-CAM heatmaps of OCT files, for batch work.
 
-For each input, writes ``DIR/<stem>.gradcam.tif`` (classes x n_bscans x depth x width, axes ``CZYX``;
-float16 in [0, 1], or uint8 0-255 with ``--dtype uint8``) and ``DIR/<stem>.gradcam.json`` (class values
-and names in TIFF order, conv layer, score definition, per-class max/mean heatmap intensity, model,
-input, scale in µm). Both are written atomically; existing outputs are kept unless ``--force``.
+For each input, writes ``DIR/<stem>.gradcam.tif`` (an ImageJ hyperstack, n_bscans x classes x depth x
+width, axes ``ZCYX``, with µm resolution tags when the scale is known; float32 in [0, 1], or uint16/uint8
+with ``--dtype``) and ``DIR/<stem>.gradcam.json`` (class values and names in TIFF order, conv layer, score
+definition or region, per-class table, model, input, scale in µm). Both are written atomically; existing
+outputs are kept unless ``--force``. ``--table CSV`` also writes the per-class table of every input.
+The TIFF's sample type and tags come from :func:`napari_octseg.explain.export.heatmap_tiff`.
 
 An input that cannot be processed is reported on one line and skipped (nothing written for it); the
 others are still processed and the command exits 1 at the end. Problems that concern every input
@@ -16,10 +18,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .. import __version__
 from ..core.errors import InputError, OctsegError
+from ..explain.export import HEATMAP_AXES, HEATMAP_DTYPES, heatmap_tiff, value_range, write_table
+from ..explain.layers import DEFAULT_LAYER, describe_layer
 from ._common import (
     add_input_options,
     add_run_options,
@@ -41,22 +43,41 @@ SIDECAR_SUFFIX = ".gradcam.json"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``gradcam`` subcommand to the ``octseg`` parser."""
+
     p = subparsers.add_parser(
         "gradcam",
         help="per-class Grad-CAM heatmaps of OCT files",
         description=(
-            "Explain the segmentation of OCT files with one Grad-CAM heatmap per class. Writes "
-            "DIR/<stem>.gradcam.tif (classes x n_bscans x depth x width) and DIR/<stem>.gradcam.json with "
-            "per-class max/mean heatmap intensity; existing outputs are kept unless --force."
+            "Explain the segmentation of OCT files with one Grad-CAM heatmap per class: which pixels, inside "
+            "and outside the pixels scored, raised each class's score. Writes DIR/<stem>.gradcam.tif (ImageJ "
+            "hyperstack, B-scans x classes x depth x width, µm tags) and DIR/<stem>.gradcam.json with the "
+            "per-class table; existing outputs are kept unless --force. At the paper's layers 'decoder' and "
+            "'final' only the 1x1 classifier follows, so the map is a rescaled class-score map (the same for "
+            "every question); the default layer is a coarser decoder level whose maps carry context, chosen by "
+            "the deletion-curve benchmark (benchmarks/bench_gradcam.py)."
         ),
     )
     add_input_options(p)
     p.add_argument(
         "--layer",
-        default="decoder",
+        default=DEFAULT_LAYER,
         metavar="NAME",
-        help="conv layer: decoder (rectified last decoder conv, default), final (1x1 classifier), decoder.<i> (coarser)",
+        help=(
+            f"conv layer: {DEFAULT_LAYER} (default), decoder.<i> (decoder level i, 1/2**i resolution), "
+            "bottleneck, or the paper's decoder (last 3x3 decoder conv) and final (1x1 classifier), where "
+            "Grad-CAM is a rescaled class-score map"
+        ),
     )
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="B,Y0,X0,Y1,X1",
+        help=(
+            "explain each class's score over this rectangle of B-scan B (rows Y0..Y1, columns X0..X1 in "
+            "pixels, end excluded) instead of --target; only that B-scan is computed"
+        ),
+    )
+    p.add_argument("--table", type=Path, default=None, metavar="CSV", help="also write the per-class table as CSV")
     p.add_argument(
         "--classes",
         default=None,
@@ -69,7 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("predicted", "image"),
         help="pixels whose mean logit is a class's score: those predicted as the class (default), or all",
     )
-    p.add_argument("--dtype", default="float16", choices=("float16", "uint8"), help="heatmap TIFF sample type")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=HEATMAP_DTYPES,
+        help="heatmap TIFF sample type: float32 in [0, 1] (default), uint16 0-65535 or uint8 0-255",
+    )
     add_run_options(p, batch_size=1)
     p.set_defaults(func=run)
 
@@ -85,7 +111,14 @@ def parse_classes(text: str | None) -> list[str] | None:
 
 
 def heatmap_sidecar(
-    result: GradCamResult, volume: OctVolume, *, model: LoadedModel, input_path: Path, tif_name: str, dtype: str
+    result: GradCamResult,
+    volume: OctVolume,
+    *,
+    model: LoadedModel,
+    input_path: Path,
+    tif_name: str,
+    dtype: str,
+    region: str | None = None,
 ) -> dict:
     """The JSON description written next to a heatmap TIFF."""
     stats = {
@@ -96,18 +129,24 @@ def heatmap_sidecar(
         "napari_octseg_version": __version__,
         "input": str(input_path.resolve()),
         "heatmaps_file": tif_name,
-        "axes": "CZYX",
-        "shape": list(result.heatmaps.shape),
+        "axes": HEATMAP_AXES,
+        "shape": [result.heatmaps.shape[1], result.heatmaps.shape[0], *result.heatmaps.shape[2:]],
         "dtype": dtype,
-        "value_range": [0, 1] if dtype == "float16" else [0, 255],
+        "value_range": value_range(dtype),
         "classes": list(result.classes),
         "class_names": list(result.class_names),
         "layer": result.layer,
         "target": result.target,
         "reduction": result.reduction,
+        "region": region,
+        "bscans_explained": list(result.bscans),
+        "layer_note": describe_layer(result.layer),
         "normalisation": "per class, by its maximum over the volume",
         "stats": stats,
-        "stats_note": "max/mean: raw Grad-CAM over the volume; mean_normalized: mean of the stored [0, 1] map",
+        "stats_note": (
+            "max/mean: raw Grad-CAM over the B-scans explained; mean_normalized: mean of the stored [0, 1] map; "
+            "weight_sum/weight_max: sum and largest of the Grad-CAM channel (feature-importance) weights"
+        ),
         "model": model.source,
         "scale_um": list(volume.scale_um) if volume.scale_um else None,
         "device": result.device,
@@ -116,35 +155,61 @@ def heatmap_sidecar(
 
 
 def _explain_one(
-    path: Path, args: argparse.Namespace, loaded: LoadedModel, classes: tuple[int, ...], out_dir: Path
+    path: Path,
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    classes: tuple[int, ...],
+    out_dir: Path,
+    table: list[dict],
 ) -> str:
-    """Grad-CAM of one input, outputs written; return the summary line."""
+    """Grad-CAM of one input, outputs written, table rows appended; return the summary line."""
     from ..core.progress import tqdm_drain
-    from ..explain import gradcam
+    from ..explain import gradcam, parse_region
 
     tif_path, json_path = output_paths(path, out_dir, (HEATMAP_SUFFIX, SIDECAR_SUFFIX), args.force)
     volume = read_input(path)
-    gen = gradcam(
-        volume, loaded, classes, args.layer, target=args.target, batch_size=args.batch_size, device=args.device
-    )
     try:
+        region = parse_region(args.region, volume.shape) if args.region is not None else None
+        gen = gradcam(
+            volume,
+            loaded,
+            classes,
+            args.layer,
+            target=args.target,
+            region=region,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
         result = tqdm_drain(gen, desc=f"Grad-CAM {path.name}", disable=args.quiet)
     except OctsegError as exc:
         raise type(exc)(f"{path}: {exc}") from None
-    heat = result.heatmaps
-    if args.dtype == "uint8":
-        heat = np.rint(heat.astype(np.float32) * 255.0).astype(np.uint8)
-    sidecar = heatmap_sidecar(result, volume, model=loaded, input_path=path, tif_name=tif_path.name, dtype=args.dtype)
-    write_tiff_and_json(tif_path, json_path, heat, sidecar, axes="CZYX", force=args.force)
-    c, n, h, w = heat.shape
+    sidecar = heatmap_sidecar(
+        result, volume, model=loaded, input_path=path, tif_name=tif_path.name, dtype=args.dtype, region=args.region
+    )
+    data, tiff_options = heatmap_tiff(result.heatmaps, volume.scale_um, args.dtype)
+    write_tiff_and_json(
+        tif_path, json_path, data, sidecar, axes=HEATMAP_AXES, force=args.force, tiff_options=tiff_options
+    )
+    table.extend({"input": str(path), **row} for row in result.stats_rows())
+    c, n, h, w = result.heatmaps.shape
     return f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``octseg gradcam``; return 0 when every input was written, else 1."""
+    from ..core.atomic import check_writable
     from ..explain import layer_module, resolve_classes
 
+    if args.table is not None:
+        check_writable(args.table, args.force)
     loaded = load_for_run(args)
     classes = resolve_classes(parse_classes(args.classes), loaded.class_names)
     layer_module(loaded.model, args.layer)
-    return run_per_input("gradcam", args, lambda path: _explain_one(path, args, loaded, classes, args.out), "explained")
+    table: list[dict] = []
+    code = run_per_input(
+        "gradcam", args, lambda path: _explain_one(path, args, loaded, classes, args.out, table), "explained"
+    )
+    if args.table is not None and table:
+        write_table(args.table, table)
+        print(f"per-class table of {len({r['input'] for r in table})} input(s) -> {args.table}")
+    return code
