@@ -16,7 +16,9 @@
    segment it (median of ``--repeats`` alternated runs). The CPU may be shared: the load average is printed.
 
 Results: ``benchmarks/results/gradcam_deletion.csv`` (per layer and class), ``gradcam_layers.csv`` (per
-layer: the summary used to choose the default), ``gradcam_randomisation.csv``, ``gradcam_speed.csv``.
+layer: the summary used to choose the default), ``gradcam_deletion_rows_<subjects>.csv`` (every curve's
+area), ``gradcam_randomisation.csv``, ``gradcam_speed.csv``. On a shared CPU the parts can run as separate
+processes (``--subjects 7 --skip-speed --skip-randomisation``, ...) and ``--summarise`` merges the rows.
 
 Usage::
 
@@ -67,14 +69,16 @@ def _bscans(subject: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return images[np.sort(order)], np.sort(order)
 
 
-def bench_deletion(model: LoadedModel, layers: list[str], k: int, fractions: tuple[float, ...]) -> list[dict]:
+def bench_deletion(
+    model: LoadedModel, layers: list[str], k: int, fractions: tuple[float, ...], subjects: tuple[int, ...]
+) -> list[dict]:
     """One row per (layer or baseline, class, B-scan): the deletion curve's area."""
     dev = torch.device("cpu")
     fast = inference_network(model.model, dev)
     classes = list(SCORED_CLASSES)
     rng = np.random.default_rng(0)
     rows: list[dict] = []
-    for subject in VALIDATION:
+    for subject in subjects:
         images, indices = _bscans(subject, k)
         for img, b in zip(images, indices, strict=True):
             t0 = time.perf_counter()
@@ -159,13 +163,13 @@ def _randomised(net: nn.Module) -> nn.Module:
     return fresh.eval()
 
 
-def bench_randomisation(model: LoadedModel, layers: list[str]) -> list[dict]:
+def bench_randomisation(model: LoadedModel, layers: list[str], subjects: tuple[int, ...]) -> list[dict]:
     """Per layer: median Spearman correlation of trained vs randomised maps (classes 1-7, 9)."""
     rand = LoadedModel(model=_randomised(model.model), class_names=model.class_names, normalization=model.normalization)
     rows = []
     for layer in layers:
         rhos = []
-        for subject in VALIDATION:
+        for subject in subjects:
             img = _bscans(subject, 1)[0]
             a = run_generator(gradcam(img, model, list(SCORED_CLASSES), layer, device="cpu")).heatmaps[:, 0]
             b = run_generator(gradcam(img, rand, list(SCORED_CLASSES), layer, device="cpu")).heatmaps[:, 0]
@@ -242,13 +246,34 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-deletion", action="store_true")
     parser.add_argument("--skip-randomisation", action="store_true")
+    parser.add_argument("--subjects", type=int, nargs="+", default=list(VALIDATION), help="Duke subjects to use")
+    parser.add_argument(
+        "--summarise",
+        action="store_true",
+        help="only merge the per-subject deletion rows already in --out (runs split over processes) into the tables",
+    )
     args = parser.parse_args()
+    subjects = tuple(args.subjects)
+    tag = "_".join(f"{s:02d}" for s in subjects)
+    if args.summarise:
+        rows = []
+        for path in sorted(args.out.glob("gradcam_deletion_rows_*.csv")):
+            with path.open() as f:
+                rows += [{**r, "class": int(r["class"]), "area": float(r["area"])} for r in csv.DictReader(f)]
+        per_class, per_layer = summarise_deletion(rows, load_model(args.model, device="cpu").class_names)
+        _print_table(per_class)
+        print()
+        _print_table(per_layer)
+        _write_csv(per_class, args.out / "gradcam_deletion.csv")
+        _write_csv(per_layer, args.out / "gradcam_layers.csv")
+        return
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     print(f"model: {model.source}; torch threads {args.threads}; load average {os.getloadavg()[0]:.1f}", flush=True)
     if not args.skip_deletion:
-        print(f"\nDeletion curves, {args.bscans} B-scans of each of Subject_07-08, fractions {args.fractions}:")
-        rows = bench_deletion(model, args.layers, args.bscans, tuple(args.fractions))
+        print(f"\nDeletion curves, {args.bscans} B-scan(s) of each of subjects {subjects}, fractions {args.fractions}:")
+        rows = bench_deletion(model, args.layers, args.bscans, tuple(args.fractions), subjects)
+        _write_csv(rows, args.out / f"gradcam_deletion_rows_{tag}.csv")
         per_class, per_layer = summarise_deletion(rows, model.class_names)
         _print_table(per_class)
         print()
@@ -256,7 +281,7 @@ def main() -> None:
         _write_csv(per_class, args.out / "gradcam_deletion.csv")
         _write_csv(per_layer, args.out / "gradcam_layers.csv")
     if not args.skip_randomisation:
-        rows = bench_randomisation(model, ["decoder", *args.layers])
+        rows = bench_randomisation(model, ["decoder", *args.layers], subjects)
         print("\nModel randomisation (trained vs re-initialised network, Spearman of the maps):")
         _print_table(rows)
         _write_csv(rows, args.out / "gradcam_randomisation.csv")

@@ -210,7 +210,7 @@ def test_region_from_a_shape_and_the_table_csv(
     )
     widget = _widget(viewer, tiny_checkpoint)
     widget.target.value = "shape"
-    assert widget.region_layer.visible and not widget.label_value.visible
+    assert not widget.region_layer.native.isHidden() and widget.label_value.native.isHidden()
     widget.region_layer.value = shapes
     _run_and_wait(qtbot, widget)
     assert errors == []
