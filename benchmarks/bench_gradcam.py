@@ -11,7 +11,8 @@
    so that fluid is present.
 2. Model randomisation (Adebayo et al. 2018): Spearman rank correlation between each class's map of
    the trained network and of the same network with every weight re-initialised (median over classes
-   and B-scans); near 0 = the maps depend on the learned weights.
+   and B-scans; whole-B-scan scores, so that the random network's maps are not empty); near 0 = the
+   maps depend on the learned weights.
 3. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
    segment it (median of ``--repeats`` alternated runs). The CPU may be shared: the load average is printed.
 
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_octseg.core.classes import SCORED_CLASSES
+from napari_octseg.core.classes import CLASS_NAMES, SCORED_CLASSES
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.explain import gradcam
@@ -171,8 +172,11 @@ def bench_randomisation(model: LoadedModel, layers: list[str], subjects: tuple[i
         rhos = []
         for subject in subjects:
             img = _bscans(subject, 1)[0]
-            a = run_generator(gradcam(img, model, list(SCORED_CLASSES), layer, device="cpu")).heatmaps[:, 0]
-            b = run_generator(gradcam(img, rand, list(SCORED_CLASSES), layer, device="cpu")).heatmaps[:, 0]
+            # whole-B-scan scores: a random network predicts one or two classes, so with the default
+            # target most of its maps would be zero and the comparison empty
+            a = run_generator(gradcam(img, model, list(SCORED_CLASSES), layer, target="image", device="cpu"))
+            b = run_generator(gradcam(img, rand, list(SCORED_CLASSES), layer, target="image", device="cpu"))
+            a, b = a.heatmaps[:, 0], b.heatmaps[:, 0]
             rhos += [rank_correlation(a[k].astype(np.float32), b[k].astype(np.float32)) for k in range(len(a))]
         finite = [r for r in rhos if np.isfinite(r)]
         rows.append(
@@ -180,6 +184,7 @@ def bench_randomisation(model: LoadedModel, layers: list[str], subjects: tuple[i
                 "layer": layer,
                 "median_spearman_trained_vs_random": round(float(np.median(finite)), 3) if finite else "",
                 "max_abs_spearman": round(float(np.max(np.abs(finite))), 3) if finite else "",
+                "maps_compared": len(finite),
                 "maps": len(rhos),
             }
         )
@@ -260,7 +265,7 @@ def main() -> None:
         for path in sorted(args.out.glob("gradcam_deletion_rows_*.csv")):
             with path.open() as f:
                 rows += [{**r, "class": int(r["class"]), "area": float(r["area"])} for r in csv.DictReader(f)]
-        per_class, per_layer = summarise_deletion(rows, load_model(args.model, device="cpu").class_names)
+        per_class, per_layer = summarise_deletion(rows, CLASS_NAMES)
         _print_table(per_class)
         print()
         _print_table(per_layer)

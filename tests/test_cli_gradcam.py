@@ -16,7 +16,7 @@ import torch
 
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
-from napari_octseg.explain import gradcam
+from napari_octseg.explain import DEFAULT_LAYER, gradcam
 from napari_octseg.io import read
 from napari_octseg.models import load_checkpoint
 from napari_octseg.models.registry import bundled_path
@@ -49,7 +49,7 @@ def test_writes_heatmaps_and_sidecar(tmp_path, oct_inputs, tiny_checkpoint, caps
         assert float(heat.max()) > 0
         meta = json.loads((out / f"{path.stem}.gradcam.json").read_text())
         assert meta["classes"] == [1, 3, 9] and meta["class_names"] == ["NFL", "INL", "fluid"]
-        assert meta["layer"] == "decoder.2" and meta["target"] == "image" and meta["axes"] == "ZCYX"
+        assert meta["layer"] == DEFAULT_LAYER and meta["target"] == "image" and meta["axes"] == "ZCYX"
         assert meta["shape"] == list(shape) and meta["model"] == str(tiny_checkpoint)
         assert meta["stats"]["INL"]["max"] == pytest.approx(expected.stats[3]["max"], rel=1e-6)
         assert meta["stats"]["fluid"]["mean"] == pytest.approx(expected.stats[9]["mean"], rel=1e-6)
@@ -73,7 +73,7 @@ def test_existing_outputs_kept_unless_force(tmp_path, oct_inputs, tiny_checkpoin
     assert "already exists" in capsys.readouterr().err
     assert (out / "vol.gradcam.json").read_text() == "mine"
     assert _cli(*args, "--force") == 0
-    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "decoder.2"
+    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == DEFAULT_LAYER
 
 
 def test_failing_json_write_with_force_keeps_the_earlier_outputs(

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 from napari_octseg._napari import explain_widget as ew  # noqa: E402
 from napari_octseg.core.progress import run_generator  # noqa: E402
-from napari_octseg.explain import gradcam  # noqa: E402
+from napari_octseg.explain import DEFAULT_LAYER, gradcam  # noqa: E402
 from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, load_checkpoint  # noqa: E402
 from napari_octseg.models.registry import bundled_path  # noqa: E402
 
@@ -64,7 +64,7 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
         np.testing.assert_allclose(layer.translate, (0, 5, 7))
         assert layer.visible == (k == 0)
         meta = layer.metadata[ew.GRADCAM_KEY]
-        assert meta["class"] == [1, 3, 9][k] and meta["layer"] == "decoder.2" and meta["image_layer"] == "scan"
+        assert meta["class"] == [1, 3, 9][k] and meta["layer"] == DEFAULT_LAYER and meta["image_layer"] == "scan"
     # heatmap layers are not offered as images to explain
     assert [c for c in widget.image.choices] == [image]
     # the table: one row per class, mean of the [0, 1] map first

@@ -90,8 +90,8 @@ def deletion_curves(
 
     Returns
     -------
-    float64 (len(classes), 1 + len(fractions)): score / intact score (1 at fraction 0); NaN for a class
-    whose intact score is not positive.
+    float64 (len(classes), 1 + len(fractions)): ``1 + (score - intact) / |intact|`` (the score relative
+    to the intact one when that is positive; 1 at fraction 0); NaN for a class whose intact score is 0.
     """
     k = len(classes)
     n_pix = image.size
@@ -115,9 +115,11 @@ def deletion_curves(
             scores = class_scores(net, batch, [classes[row]], weights[row : row + 1], device)[:, 0]
             out[row, 1:] = scores
             out[row, 0] = base[row]
-    positive = base > 0
-    out[positive] /= base[positive, None]
-    out[~positive] = np.nan
+    # 1 + change / |intact score|: the score relative to the intact one for a positive score, and a
+    # fall (below 1) whenever the score falls, whatever its sign
+    nonzero = base != 0
+    out[nonzero] = 1.0 + (out[nonzero] - base[nonzero, None]) / np.abs(base[nonzero, None])
+    out[~nonzero] = np.nan
     return out
 
 

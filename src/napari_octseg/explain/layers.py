@@ -8,18 +8,22 @@ order and against the class-score map, on Duke DME Subject_07-08; ``benchmarks/r
 from __future__ import annotations
 
 #: The layer explained unless another is chosen.
-DEFAULT_LAYER: str = "decoder.2"
+DEFAULT_LAYER: str = "decoder.1"
 #: The paper's layers (its Conv2d_19 and Conv2d_20), at which Grad-CAM is a rescaled class-score map.
 SCORE_MAP_LAYERS: tuple[str, ...] = ("decoder", "final")
 
-#: (layer, plain description) in the order the dock offers them.
+_DESCRIPTIONS: dict[str, str] = {
+    "decoder.1": "decoder level 1 (1/2 resolution)",
+    "decoder.2": "decoder level 2 (1/4 resolution)",
+    "decoder.3": "decoder level 3 (1/8 resolution)",
+    "bottleneck": "bottleneck (deepest encoder block, 1/16 resolution)",
+    "decoder": "paper: last 3x3 decoder conv = class-score map",
+    "final": "paper: 1x1 classifier = logits",
+}
+#: (layer, plain description) in the order the dock offers them: the measured default first.
 LAYER_DESCRIPTIONS: tuple[tuple[str, str], ...] = (
-    ("decoder.2", "decoder level 2 (1/4 resolution, context)"),
-    ("decoder.1", "decoder level 1 (1/2 resolution)"),
-    ("decoder.3", "decoder level 3 (1/8 resolution)"),
-    ("bottleneck", "bottleneck (deepest encoder block, 1/16 resolution)"),
-    ("decoder", "paper: last 3x3 decoder conv = class-score map"),
-    ("final", "paper: 1x1 classifier = logits"),
+    (DEFAULT_LAYER, _DESCRIPTIONS[DEFAULT_LAYER] + ", default"),
+    *((name, text) for name, text in _DESCRIPTIONS.items() if name != DEFAULT_LAYER),
 )
 
 #: What a map at one of the paper's layers is, in one sentence (dock, CLI, sidecar).
