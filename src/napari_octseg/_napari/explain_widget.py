@@ -123,8 +123,11 @@ class ExplainWidget(ModelJobWidget):
         self._viewer.layers.events.removed.connect(lambda _e: self.region_layer.reset_choices())
 
     def _region_layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        viewer = getattr(self, "_viewer", None)  # None while the base class is being set up
+        if viewer is None:
+            return []
         kind = napari.layers.Labels if self.target.value == "label" else napari.layers.Shapes
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
 
     def _question_changed(self, question: str) -> None:
         self.region_layer.visible = question in REGION_QUESTIONS
