@@ -1,22 +1,30 @@
-"""Grad-CAM: speed against segmentation, and where each class's heatmap mass lies (Duke DME 07-08).
+"""Grad-CAM: is it faithful, which layer explains best, and what does it cost (Duke DME 07-08).
 
-1. Speed: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan (one forward pass; layers
-   other than "decoder" and "final" add one vectorised backward pass) against the time to segment the
-   same B-scan, on CPU (target <= 3x).
-   The median of ``--repeats`` alternated runs of each; timing does not depend on the weights, so a
-   randomly initialised light SegNet is used when no trained model is available.
-2. Localisation: on the validation subjects (Subject_07, Subject_08; never trained on by the bundled
-   model), for each class the fraction of its heatmap mass (sum over all B-scans of the [0, 1] map)
-   lying within ``--radius`` px (Euclidean, within the B-scan) of the pixels PREDICTED as that class,
-   and, for comparison, of its ground-truth region. This needs a trained model: the bundled one, or
-   ``--model PATH``; without one the table is skipped (a random network's maps mean nothing).
+1. Deletion curves (faithfulness), per candidate layer and class (layers 1-7 and fluid): on
+   ``--bscans`` B-scans of each validation subject (Subject_07, Subject_08: they chose the bundled
+   model's checkpoint, the network never trained on them), remove the pixels a map ranks highest
+   first (replaced by a Gaussian-blurred copy of the B-scan, sigma 8 px) at ``--fractions`` of the
+   B-scan, and track the explained score (the class's mean logit over the pixels predicted as it in the
+   intact B-scan) relative to the intact score. Area under that curve (lower: the map found what the
+   score depends on), against random order and against the class-score map itself (what Grad-CAM is at
+   the paper's ``decoder`` and ``final`` layers). The B-scans with the most ground-truth fluid are used,
+   so that fluid is present.
+2. Model randomisation (Adebayo et al. 2018): Spearman rank correlation between each class's map of
+   the trained network and of the same network with every weight re-initialised (median over classes
+   and B-scans; whole-B-scan scores, so that the random network's maps are not empty); near 0 = the
+   maps depend on the learned weights.
+3. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
+   segment it (median of ``--repeats`` alternated runs). The CPU may be shared: the load average is printed.
 
-The CPU may be shared with other work: the load average is printed with the timings.
+Results: ``benchmarks/results/gradcam_deletion.csv`` (per layer and class), ``gradcam_layers.csv`` (per
+layer: the summary used to choose the default), ``gradcam_deletion_rows_<subjects>.csv`` (every curve's
+area), ``gradcam_randomisation.csv``, ``gradcam_speed.csv``. On a shared CPU the parts can run as separate
+processes (``--subjects 7 --skip-speed --skip-randomisation``, ...) and ``--summarise`` merges the rows.
 
 Usage::
 
-    python benchmarks/bench_gradcam.py [--model PATH] [--layers decoder final] [--radius 5]
-        [--threads 2] [--repeats 3] [--out benchmarks/results]
+    python benchmarks/bench_gradcam.py [--model PATH] [--layers decoder.1 decoder.2 decoder.3 bottleneck]
+        [--bscans 2] [--threads 1] [--repeats 3] [--skip-speed] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -30,41 +38,165 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from napari_octseg.core.classes import CLASS_NAMES, SCORED_CLASSES
-from napari_octseg.core.errors import CheckpointError
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
-from napari_octseg.explain import gradcam, mass_near_region
+from napari_octseg.explain import gradcam
+from napari_octseg.explain.faithfulness import (
+    DELETION_FRACTIONS,
+    blurred,
+    curve_area,
+    deletion_curves,
+    deletion_order,
+    rank_correlation,
+)
 from napari_octseg.inference import segment
-from napari_octseg.models import PRESETS, LoadedModel, SegNet, load_model
+from napari_octseg.models.runtime import inference_network
+from napari_octseg.models import LoadedModel, load_model
+from napari_octseg.models.normalization import normalize_bscans
 
 ROOT = Path(__file__).resolve().parents[1]
 DUKE = ROOT.parent / "shared" / "data" / "duke_dme"
 VALIDATION = (7, 8)
+CANDIDATES = ["decoder.1", "decoder.2", "decoder.3", "bottleneck"]
 
 
-def _model(spec: str | None) -> tuple[LoadedModel, bool]:
-    """(model, trained?): the given/bundled checkpoint, else a random light SegNet for timing only."""
-    try:
-        return load_model(spec, device="cpu"), True
-    except CheckpointError as exc:
-        if spec is not None:
-            raise
-        print(f"note: {exc}; timing with a randomly initialised light SegNet, no localisation table")
-        torch.manual_seed(0)
-        return LoadedModel(model=SegNet(PRESETS["light"]).eval(), source="<random light SegNet>"), False
+def _bscans(subject: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` B-scans of a subject with the most ground-truth fluid: (images, indices)."""
+    with np.load(DUKE / f"Subject_{subject:02d}.npz") as z:
+        images, truth = z["images"].astype(np.float32), z["labels"]
+    order = np.argsort(-(truth == 9).sum(axis=(1, 2)), kind="stable")[:k]
+    return images[np.sort(order)], np.sort(order)
+
+
+def bench_deletion(
+    model: LoadedModel, layers: list[str], k: int, fractions: tuple[float, ...], subjects: tuple[int, ...]
+) -> list[dict]:
+    """One row per (layer or baseline, class, B-scan): the deletion curve's area."""
+    dev = torch.device("cpu")
+    fast = inference_network(model.model, dev)
+    classes = list(SCORED_CLASSES)
+    rng = np.random.default_rng(0)
+    rows: list[dict] = []
+    for subject in subjects:
+        images, indices = _bscans(subject, k)
+        for img, b in zip(images, indices, strict=True):
+            t0 = time.perf_counter()
+            x = normalize_bscans(OctVolume(data=img[None]).display_data(), model.normalization)[0]
+            fill = blurred(x)
+            with torch.inference_mode():
+                logits = fast(torch.from_numpy(x[None, None]))[0].float().numpy()
+            pred = logits.argmax(0)
+            present = [c for c in classes if (pred == c).any()]
+            weights = np.stack([(pred == c) / max(int((pred == c).sum()), 1) for c in present]).astype(np.float32)
+            orders: dict[str, np.ndarray] = {
+                "random": deletion_order(rng.random(x.shape), rng)[None],
+                "score map": np.stack([deletion_order(logits[c], rng) for c in present]),
+            }
+            for layer in layers:
+                heat = run_generator(gradcam(img[None], model, present, layer, device="cpu")).heatmaps[:, 0]
+                orders[layer] = np.stack([deletion_order(h, rng) for h in heat.astype(np.float32)])
+            for name, order in orders.items():
+                curves = deletion_curves(fast, x, present, weights, order, fill, dev, fractions)
+                for c, area in zip(present, curve_area(curves, fractions), strict=True):
+                    rows.append({"order": name, "class": c, "subject": subject, "bscan": int(b), "area": area})
+            print(f"  Subject_{subject:02d} B-scan {b}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
+def summarise_deletion(rows: list[dict], class_names: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """Per (order, class): mean area, and how often it beats random / the score map on the same B-scan."""
+    by = {(r["order"], r["class"], r["subject"], r["bscan"]): r["area"] for r in rows}
+    orders = list(dict.fromkeys(r["order"] for r in rows))
+    per_class, per_layer = [], []
+    for name in orders:
+        wins_r = wins_s = n_all = 0
+        means = []
+        for c in SCORED_CLASSES:
+            keys = [k for k in by if k[0] == name and k[1] == c and np.isfinite(by[k])]
+            if not keys:
+                continue
+            area = np.array([by[k] for k in keys])
+            rand = np.array([by[("random", *k[1:])] for k in keys])
+            score = np.array([by[("score map", *k[1:])] for k in keys])
+            means.append(area.mean())
+            wins_r += int((area < rand).sum())
+            wins_s += int((area < score).sum())
+            n_all += len(keys)
+            per_class.append(
+                {
+                    "order": name,
+                    "class": c,
+                    "name": class_names[c],
+                    "n_bscans": len(keys),
+                    "area": round(float(area.mean()), 4),
+                    "area_random": round(float(rand.mean()), 4),
+                    "area_score_map": round(float(score.mean()), 4),
+                    "beats_random": bool(area.mean() < rand.mean()),
+                    "beats_score_map": bool(area.mean() < score.mean()),
+                }
+            )
+        per_layer.append(
+            {
+                "order": name,
+                "mean_area": round(float(np.mean(means)), 4),
+                "classes_beating_random": sum(r["beats_random"] for r in per_class if r["order"] == name),
+                "classes_beating_score_map": sum(r["beats_score_map"] for r in per_class if r["order"] == name),
+                "bscan_wins_vs_random": f"{wins_r}/{n_all}",
+                "bscan_wins_vs_score_map": f"{wins_s}/{n_all}",
+            }
+        )
+    return per_class, per_layer
+
+
+def _randomised(net: nn.Module) -> nn.Module:
+    """A copy with every weight re-initialised (seeded), BatchNorm statistics reset."""
+    import copy
+
+    fresh = copy.deepcopy(net)
+    torch.manual_seed(0)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+    return fresh.eval()
+
+
+def bench_randomisation(model: LoadedModel, layers: list[str], subjects: tuple[int, ...]) -> list[dict]:
+    """Per layer: median Spearman correlation of trained vs randomised maps (classes 1-7, 9)."""
+    rand = LoadedModel(model=_randomised(model.model), class_names=model.class_names, normalization=model.normalization)
+    rows = []
+    for layer in layers:
+        rhos = []
+        for subject in subjects:
+            img = _bscans(subject, 1)[0]
+            # whole-B-scan scores: a random network predicts one or two classes, so with the default
+            # target most of its maps would be zero and the comparison empty
+            a = run_generator(gradcam(img, model, list(SCORED_CLASSES), layer, target="image", device="cpu"))
+            b = run_generator(gradcam(img, rand, list(SCORED_CLASSES), layer, target="image", device="cpu"))
+            a, b = a.heatmaps[:, 0], b.heatmaps[:, 0]
+            rhos += [rank_correlation(a[k].astype(np.float32), b[k].astype(np.float32)) for k in range(len(a))]
+        finite = [r for r in rhos if np.isfinite(r)]
+        rows.append(
+            {
+                "layer": layer,
+                "median_spearman_trained_vs_random": round(float(np.median(finite)), 3) if finite else "",
+                "max_abs_spearman": round(float(np.max(np.abs(finite))), 3) if finite else "",
+                "maps_compared": len(finite),
+                "maps": len(rhos),
+            }
+        )
+    return rows
 
 
 def bench_speed(model: LoadedModel, layers: list[str], repeats: int) -> list[dict]:
     """Median seconds per 496 x 512 B-scan: segmentation vs Grad-CAM of all classes per layer."""
-    rng = np.random.default_rng(0)
-    if (DUKE / "Subject_07.npz").is_file():
-        with np.load(DUKE / "Subject_07.npz") as z:
-            img = z["images"][5].astype(np.float32)
-        bscan = np.pad(img, ((0, 0), (0, max(0, 512 - img.shape[1]))), mode="edge")[:, :512]
-    else:
-        bscan = rng.random((496, 512)).astype(np.float32)
+    with np.load(DUKE / "Subject_07.npz") as z:
+        img = z["images"][5].astype(np.float32)
+    bscan = np.pad(img, ((0, 0), (0, max(0, 512 - img.shape[1]))), mode="edge")[:, :512]
     volume = OctVolume(data=bscan[None])
     run_generator(segment(volume, model, batch_size=1, device="cpu"))  # warm-up (allocator, kernels)
     run_generator(gradcam(volume, model, device="cpu"))
@@ -78,71 +210,25 @@ def bench_speed(model: LoadedModel, layers: list[str], repeats: int) -> list[dic
             run_generator(gradcam(volume, model, None, layer, device="cpu"))
             times[f"gradcam {layer}"].append(time.perf_counter() - t0)
     seg, seg_min = statistics.median(times["segment"]), min(times["segment"])
-    rows = []
-    for name, values in times.items():
-        med = statistics.median(values)
-        rows.append(
-            {
-                "task": name,
-                "classes": "-" if name == "segment" else model.n_classes,
-                "median_s": round(med, 3),
-                "min_s": round(min(values), 3),
-                "ratio_median": round(med / seg, 2),
-                "ratio_min": round(min(values) / seg_min, 2),
-            }
-        )
-    return rows
-
-
-def bench_mass(model: LoadedModel, layer: str, radius: float) -> list[dict]:
-    """Per class: fraction of heatmap mass near the predicted / ground-truth region, pooled over 07-08."""
-    classes = tuple(range(model.n_classes))
-    near_pred = {c: [0.0, 0.0] for c in classes}  # class -> [mass near, total mass]
-    near_true = {c: [0.0, 0.0] for c in classes}
-    stats_max = {c: [] for c in classes}
-    stats_mean = {c: [] for c in classes}
-    for subject in VALIDATION:
-        with np.load(DUKE / f"Subject_{subject:02d}.npz") as z:
-            volume = OctVolume(data=z["images"].astype(np.float32))
-            truth = z["labels"].astype(np.uint8)
-        result = run_generator(gradcam(volume, model, classes, layer, device="cpu"))
-        total = result.heatmaps.astype(np.float64).sum(axis=(1, 2, 3))
-        for labels, acc in ((result.labels, near_pred), (truth, near_true)):
-            fraction = mass_near_region(result.heatmaps, labels, classes, radius)
-            for k, c in enumerate(classes):
-                if np.isfinite(fraction[k]):
-                    acc[c][0] += fraction[k] * total[k]
-                acc[c][1] += total[k]
-        for c in classes:
-            stats_max[c].append(result.stats[c]["max"])
-            stats_mean[c].append(result.stats[c]["mean_normalized"])
-    rows = []
-    for c in classes:
-        rows.append(
-            {
-                "layer": layer,
-                "class": c,
-                "name": model.class_names[c] if c < len(model.class_names) else CLASS_NAMES[c],
-                "scored": c in SCORED_CLASSES,
-                f"mass_within_{radius:g}px_of_predicted": round(near_pred[c][0] / near_pred[c][1], 3)
-                if near_pred[c][1]
-                else "",
-                f"mass_within_{radius:g}px_of_truth": round(near_true[c][0] / near_true[c][1], 3)
-                if near_true[c][1]
-                else "",
-                "raw_max": float(f"{max(stats_max[c]):.4g}"),
-                "mean_normalized": round(float(np.mean(stats_mean[c])), 4),
-            }
-        )
-    return rows
+    return [
+        {
+            "task": name,
+            "classes": "-" if name == "segment" else model.n_classes,
+            "median_s": round(statistics.median(v), 3),
+            "min_s": round(min(v), 3),
+            "ratio_median": round(statistics.median(v) / seg, 2),
+            "ratio_min": round(min(v) / seg_min, 2),
+        }
+        for name, v in times.items()
+    ]
 
 
 def _print_table(rows: list[dict]) -> None:
     keys = list(rows[0])
     widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
-    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
     for r in rows:
-        print("  ".join(str(r[k]).ljust(w) for k, w in zip(keys, widths)))
+        print("  ".join(str(r[k]).ljust(w) for k, w in zip(keys, widths, strict=True)))
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -151,41 +237,65 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {path}")
+    print(f"wrote {path}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
-    parser.add_argument("--layers", nargs="+", default=["decoder", "final"])
-    parser.add_argument("--radius", type=float, default=5.0, help="px around the class region")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--layers", nargs="+", default=CANDIDATES, help="candidate layers")
+    parser.add_argument("--bscans", type=int, default=2, help="B-scans per validation subject")
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(DELETION_FRACTIONS))
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-deletion", action="store_true")
+    parser.add_argument("--skip-randomisation", action="store_true")
+    parser.add_argument("--subjects", type=int, nargs="+", default=list(VALIDATION), help="Duke subjects to use")
+    parser.add_argument(
+        "--summarise",
+        action="store_true",
+        help="only merge the per-subject deletion rows already in --out (runs split over processes) into the tables",
+    )
     args = parser.parse_args()
+    subjects = tuple(args.subjects)
+    tag = "_".join(f"{s:02d}" for s in subjects)
+    if args.summarise:
+        rows = []
+        for path in sorted(args.out.glob("gradcam_deletion_rows_*.csv")):
+            with path.open() as f:
+                rows += [{**r, "class": int(r["class"]), "area": float(r["area"])} for r in csv.DictReader(f)]
+        per_class, per_layer = summarise_deletion(rows, CLASS_NAMES)
+        _print_table(per_class)
+        print()
+        _print_table(per_layer)
+        _write_csv(per_class, args.out / "gradcam_deletion.csv")
+        _write_csv(per_layer, args.out / "gradcam_layers.csv")
+        return
     torch.set_num_threads(args.threads)
-    model, trained = _model(args.model)
-    print(f"model: {model.source}; torch threads {args.threads}; load average {os.getloadavg()[0]:.1f}")
+    model = load_model(args.model, device="cpu")
+    print(f"model: {model.source}; torch threads {args.threads}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    if not args.skip_deletion:
+        print(f"\nDeletion curves, {args.bscans} B-scan(s) of each of subjects {subjects}, fractions {args.fractions}:")
+        rows = bench_deletion(model, args.layers, args.bscans, tuple(args.fractions), subjects)
+        _write_csv(rows, args.out / f"gradcam_deletion_rows_{tag}.csv")
+        per_class, per_layer = summarise_deletion(rows, model.class_names)
+        _print_table(per_class)
+        print()
+        _print_table(per_layer)
+        _write_csv(per_class, args.out / "gradcam_deletion.csv")
+        _write_csv(per_layer, args.out / "gradcam_layers.csv")
+    if not args.skip_randomisation:
+        rows = bench_randomisation(model, ["decoder", *args.layers], subjects)
+        print("\nModel randomisation (trained vs re-initialised network, Spearman of the maps):")
+        _print_table(rows)
+        _write_csv(rows, args.out / "gradcam_randomisation.csv")
     if not args.skip_speed:
-        rows = bench_speed(model, args.layers, args.repeats)
+        rows = bench_speed(model, ["decoder", "final", *args.layers], args.repeats)
         print(f"\nOne 496 x 512 B-scan on CPU (median of {args.repeats}; load average now {os.getloadavg()[0]:.1f}):")
         _print_table(rows)
         _write_csv(rows, args.out / "gradcam_speed.csv")
-    if not trained:
-        print("\nlocalisation table skipped: no trained model (bundled model missing; pass --model PATH)")
-        return
-    if not DUKE.is_dir():
-        print(f"\nlocalisation table skipped: {DUKE} is absent")
-        return
-    for layer in args.layers:
-        rows = bench_mass(model, layer, args.radius)
-        print(
-            f"\nHeatmap mass within {args.radius:g} px of the class region, Duke Subject_07-08 "
-            f"(22 B-scans), layer {layer!r}:"
-        )
-        _print_table(rows)
-        _write_csv(rows, args.out / f"gradcam_mass_{layer}.csv")
 
 
 def _print_peak_rss() -> None:

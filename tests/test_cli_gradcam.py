@@ -18,7 +18,7 @@ import torch
 from napari_octseg.batch import MANIFEST_NAME
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
-from napari_octseg.explain import gradcam
+from napari_octseg.explain import DEFAULT_LAYER, gradcam
 from napari_octseg.io import read
 from napari_octseg.io.heatmaps import read_heatmaps_file
 from napari_octseg.models import load_checkpoint
@@ -94,7 +94,7 @@ def test_existing_outputs_kept_unless_force(tmp_path, oct_inputs, tiny_checkpoin
     assert "already exists" in capsys.readouterr().err
     assert (out / "vol.gradcam.json").read_text() == "mine"
     assert _cli(*args, "--force") == 0
-    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == "decoder"
+    assert json.loads((out / "vol.gradcam.json").read_text())["layer"] == DEFAULT_LAYER
 
 
 def test_failing_json_write_with_force_keeps_the_earlier_outputs(
@@ -184,3 +184,57 @@ def test_console_entry_point(tmp_path, oct_inputs, tiny_checkpoint):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert _files(out) == ["bscan.gradcam.json", "bscan.gradcam.tif"]
+
+
+def test_region_table_and_imagej_tags(tmp_path, oct_inputs, tiny_checkpoint, capsys):
+    """--region explains one rectangle of one B-scan; --table writes the per-class CSV; the TIFF is an
+    ImageJ hyperstack (B-scans, classes)."""
+    import csv
+
+    out = tmp_path / "out"
+    args = [oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--quiet"]
+    assert _cli(*args, "--region", "1,5,4,30,20", "--table", tmp_path / "t.csv", "--dtype", "uint16") == 0
+    with tifffile.TiffFile(out / "vol.gradcam.tif") as tif:
+        assert tif.is_imagej and tif.imagej_metadata["slices"] == 3 and tif.imagej_metadata["channels"] == 10
+        heat = tif.asarray()
+    assert heat.dtype == np.uint16 and heat.shape == (3, 10, 40, 36)
+    assert heat[1].max() > 0 and heat[0].max() == 0 and heat[2].max() == 0
+    meta = json.loads((out / "vol.gradcam.json").read_text())
+    assert meta["target"] == "region" and meta["region"] == "1,5,4,30,20" and meta["bscans_explained"] == [1]
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert len(rows) == 10 and rows[3]["name"] == "INL" and rows[3]["target"] == "region"
+    assert set(rows[0]) >= {"input", "class", "layer", "weight_sum", "weight_max", "max", "mean"}
+
+
+def test_heatmap_tiff_carries_the_micrometre_scale():
+    from napari_octseg.explain.export import heatmap_tiff
+
+    heat = np.random.default_rng(0).random((2, 3, 8, 6)).astype(np.float16)
+    data, options = heatmap_tiff(heat, (120.0, 3.9, 11.3), "float32")
+    assert data.dtype == np.float32 and data.shape == (3, 2, 8, 6)
+    buf = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"octseg_heat_{os.getpid()}.tif"
+    try:
+        tifffile.imwrite(buf, data, photometric="minisblack", **options)
+        with tifffile.TiffFile(buf) as tif:
+            page = tif.pages[0]
+            x_res = page.tags["XResolution"].value
+            y_res = page.tags["YResolution"].value
+            assert x_res[0] / x_res[1] == pytest.approx(1 / 11.3, rel=1e-4)
+            assert y_res[0] / y_res[1] == pytest.approx(1 / 3.9, rel=1e-4)
+            assert tif.imagej_metadata["unit"] == "um" and tif.imagej_metadata["spacing"] == pytest.approx(120.0)
+    finally:
+        buf.unlink(missing_ok=True)
+    assert "resolution" not in heatmap_tiff(heat, None, "uint8")[1]
+
+
+@pytest.mark.parametrize(
+    ("region", "message"),
+    [("5,0,0,10,10", "B-scan 5 does not exist"), ("0,0,0,50,10", "outside"), ("0,3,3,3,9", "empty"), ("0,1", "B,Y0")],
+)
+def test_bad_region_is_one_line_and_writes_nothing(tmp_path, oct_inputs, tiny_checkpoint, capsys, region, message):
+    out = tmp_path / "out"
+    code = _cli(oct_inputs / "vol.npy", "--out", out, "--model", tiny_checkpoint, "--device", "cpu", "--region", region)
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "vol.npy" in err[0]
+    assert _files(out) == []

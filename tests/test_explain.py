@@ -101,17 +101,11 @@ def test_vectorised_maps_match_captum(trained, scans, layer, target, reduction):
     assert nonzero >= 3, "most maps must be non-zero, or the comparison proves nothing"
 
 
-def test_class_chunks_give_the_same_maps(trained, scans):
-    x = _x(scans)
-    one_pass, _ = gradcam_batch(trained.model, "decoder", x, range(10))
-    chunked, _ = gradcam_batch(trained.model, "decoder", x, range(10), class_chunk=3)
-    torch.testing.assert_close(one_pass, chunked, rtol=1e-6, atol=1e-9)
-
-
-@pytest.mark.parametrize(("layer", "expected_backwards"), [("decoder", []), ("final", []), ("decoder.1", [True, True])])
-def test_one_forward_and_at_most_one_backward_per_batch(trained, scans, monkeypatch, layer, expected_backwards):
+@pytest.mark.parametrize(("layer", "most_backwards"), [("decoder", 0), ("final", 0), ("decoder.1", 2 * 10)])
+def test_one_forward_and_at_most_one_backward_per_class_and_batch(trained, scans, monkeypatch, layer, most_backwards):
     """Layers followed only by the 1x1 classifier need no backward pass (their gradient is the
-    classifier's weights, checked against captum above); other layers one vectorised pass per batch."""
+    classifier's weights, checked against captum above); other layers at most one pass per class and
+    batch, fewer where classes share one."""
     net = trained.model
     forwards = []
     handle = net.register_forward_pre_hook(lambda *_: forwards.append(1))
@@ -128,12 +122,12 @@ def test_one_forward_and_at_most_one_backward_per_batch(trained, scans, monkeypa
     finally:
         handle.remove()
     assert len(forwards) == 2  # 3 B-scans in batches of 2, all 10 classes
-    assert backwards == expected_backwards
+    assert len(backwards) <= most_backwards and (len(backwards) > 0) == (most_backwards > 0)
 
 
 def test_volume_result_normalised_per_class(trained, scans):
     events = []
-    result = run_generator(gradcam(scans, trained, classes=["NFL", 5, "choroid"]), events.append)
+    result = run_generator(gradcam(scans, trained, classes=["NFL", 5, "choroid"], layer="decoder"), events.append)
     assert result.classes == (1, 5, 8)
     assert result.class_names == ("NFL", "ONL+IS", "choroid")
     assert result.heatmaps.dtype == np.float16 and result.heatmaps.shape == (3, 3, 32, 48)

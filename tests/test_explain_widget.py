@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 from napari_octseg._napari import explain_widget as ew  # noqa: E402
 from napari_octseg.core.progress import run_generator  # noqa: E402
-from napari_octseg.explain import gradcam  # noqa: E402
+from napari_octseg.explain import DEFAULT_LAYER, gradcam  # noqa: E402
 from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, load_checkpoint  # noqa: E402
 
 SCALE = (120.0, 3.9, 11.3)
@@ -63,7 +63,7 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
         np.testing.assert_allclose(layer.translate, (0, 5, 7))
         assert layer.visible == (k == 0)
         meta = layer.metadata[ew.GRADCAM_KEY]
-        assert meta["class"] == [1, 3, 9][k] and meta["layer"] == "decoder" and meta["image_layer"] == "scan"
+        assert meta["class"] == [1, 3, 9][k] and meta["layer"] == DEFAULT_LAYER and meta["image_layer"] == "scan"
     # heatmap layers are not offered as images to explain
     assert [c for c in widget.image.choices] == [image]
     # the table: one row per class, mean of the [0, 1] map first
@@ -196,3 +196,44 @@ def test_labels_are_hidden_under_heatmaps_and_shown_again(
     widget.show_labels.value = False
     assert not labels.visible
     np.testing.assert_array_equal(labels.data, labels_data)  # only the visibility ever changes
+
+
+def test_region_from_a_shape_and_the_table_csv(
+    make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors, tmp_path
+):
+    """Seg-Grad-CAM from a rectangle drawn on B-scan 1: maps only there, and they differ from the whole B-scan's."""
+    import csv
+
+    viewer = make_napari_viewer()
+    viewer.add_image(volume_data, name="scan", scale=SCALE)
+    shapes = viewer.add_shapes(
+        [np.array([[1, 5, 4], [1, 5, 20], [1, 20, 20], [1, 20, 4]])], shape_type="rectangle", name="q", scale=SCALE
+    )
+    widget = _widget(viewer, tiny_checkpoint)
+    widget.target.value = "shape"
+    assert not widget.region_layer.native.isHidden() and widget.label_value.native.isHidden()
+    widget.region_layer.value = shapes
+    _run_and_wait(qtbot, widget)
+    assert errors == []
+    heat = viewer.layers["Grad-CAM NFL (scan)"]
+    assert heat.metadata[ew.GRADCAM_KEY]["target"] == "region"
+    data = np.asarray(heat.data)
+    assert data[1].max() > 0 and data[0].max() == 0 and data[2].max() == 0
+    # the table goes to CSV with the feature-importance weights
+    widget.save_table(str(tmp_path / "t.csv"))
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [r["name"] for r in rows] == ["NFL", "INL", "fluid"] and rows[0]["target"] == "region"
+    assert rows[0]["input"] == "scan" and float(rows[0]["max"]) > 0 and rows[0]["weight_sum"]
+
+
+def test_bad_region_is_one_message_and_no_worker(make_napari_viewer, tiny_checkpoint, volume_data, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(volume_data, name="scan")
+    labels = viewer.add_labels(np.zeros((3, 40, 36), np.uint8), name="seg")
+    widget = _widget(viewer, tiny_checkpoint)
+    widget.target.value = "label"
+    widget.region_layer.value = labels
+    widget.label_value.value = 4
+    widget.start()
+    assert not widget.running and len(errors) == 1 and "label 4 has no pixel" in str(errors[0])
+    assert len(viewer.layers) == 2

@@ -42,14 +42,14 @@ def test_bundled_weights_segment_a_validation_bscan(duke_dir):
 
 
 def test_bundled_weights_heatmaps_lie_on_their_layers(duke_dir):
-    """Grad-CAM (default layer) of each retinal layer class puts most of its mass near that layer."""
+    """At the paper's ``decoder`` layer (a rescaled class-score map, so this checks the model's scores, not
+    an explanation) each retinal layer class puts most of its mass near that layer."""
     from napari_octseg.explain import gradcam, mass_near_region
 
     torch.set_num_threads(1)
     with np.load(duke_dir / "Subject_07.npz", allow_pickle=False) as npz:
         images = npz["images"][4:7]
     layers = tuple(range(1, 8))
-    result = run_generator(gradcam(images, load_model(None), classes=layers, device="cpu"))
+    result = run_generator(gradcam(images, load_model(None), classes=layers, layer="decoder", device="cpu"))
     mass = mass_near_region(result.heatmaps, result.labels, layers, radius_px=5.0)
-    # benchmarks/bench_gradcam.py measures 0.89-0.98 on all 22 validation B-scans
     assert (mass > 0.75).all(), dict(zip(result.class_names, mass.round(3)))

@@ -165,6 +165,13 @@ through `napari_octseg.inference.segment`, batch 1), measured at a 1-minute load
 on the 2 cores: other jobs shared the machine, so this is a lower bound. `benchmarks/bench_model_widths.py`
 measures the bare network on an idle machine.
 
+## Explanations
+Grad-CAM heatmaps (`octseg gradcam`, the Explain dock) show which pixels raised a class's score at a chosen
+layer; they are not a record of "what the network looked at". At the paper's layers (`decoder`, `final`) a
+heatmap is a rescaled class-score map. Whether this model's maps are faithful at each layer (deletion curves
+against random order and the score map, and the model-randomisation check) is measured by
+`python benchmarks/bench_gradcam.py --model <this checkpoint>`; rerun it after retraining.
+
 ## Limitations
 - Trained on 66 B-scans of 6 DME patients from one device (Spectralis); other scanners, pathologies
   (AMD, glaucoma, high myopia) and image qualities are out of distribution: check the result and

@@ -4,7 +4,12 @@ A thin adapter around :func:`napari_octseg.explain.gradcam`: it reads the chosen
 Grad-CAM in a worker thread (progress bar, Cancel) and adds one Image layer per class, named
 ``Grad-CAM <class> (<image>)``, inferno colour map, additive blending, contrast 0..1, aligned with the
 image. Only the class picked under **show** is visible (the dropdown switches it); a table lists each
-class's mean and max heatmap intensity. Labels layers over the same image are hidden while heatmaps are
+class's mean and max heatmap intensity and **Save table** writes it (with the feature-importance
+weights) as CSV. The **question** is what each class's score is taken over: its predicted pixels, the
+whole B-scan, or a region (Seg-Grad-CAM): the selected rectangle/polygon of a Shapes layer, or the pixels
+of one label value (under the cursor, or chosen) of a Labels layer, in the B-scan on screen. A line under
+the layer choice says what the map at that layer is (at the paper's layers: a rescaled class-score map).
+Labels layers over the same image are hidden while heatmaps are
 shown (their bright colours would swamp the additive heatmap) and come back when **labels under heatmaps**
 is ticked; their data are never touched. Errors become one notification and add no layer.
 """
@@ -16,27 +21,25 @@ from functools import partial
 from typing import Any
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Select, Table
-from qtpy.QtWidgets import QStyledItemDelegate
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select, SpinBox, Table
+from qtpy.QtWidgets import QFileDialog, QStyledItemDelegate
 
 from ..core.classes import CLASS_NAMES, SCORED_CLASSES
 from ..core.errors import InputError
 from ..core.progress import Progress
 from ..explain import GradCamResult, gradcam
+from ..explain.export import write_table
+from ..explain.layers import DEFAULT_LAYER, LAYER_DESCRIPTIONS, describe_layer
 from ..models.registry import load_model
 from ._common import Image, unique_layer_name, volume_from_layer
+from ._explain_region import QUESTIONS, REGION_QUESTIONS, region_from_layers
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
 __all__ = ["COLORMAP", "DEFAULT_CHOICE", "FILE_CHOICE", "GRADCAM_KEY", "ExplainWidget", "heatmap_layer_name"]
 
-#: (label shown, layer name passed to gradcam). Coarser decoder levels exist in every SegNet of depth >= 2.
-LAYER_CHOICES: list[tuple[str, str]] = [
-    ("last decoder conv, rectified (decoder)", "decoder"),
-    ("1x1 classifier (final)", "final"),
-    ("decoder level 1 (1/2 resolution)", "decoder.1"),
-    ("decoder level 2 (1/4 resolution)", "decoder.2"),
-    ("decoder level 3 (1/8 resolution)", "decoder.3"),
-]
+#: (label shown, layer name passed to gradcam): the measured default first, the paper's two layers last.
+LAYER_CHOICES: list[tuple[str, str]] = [(text, name) for name, text in LAYER_DESCRIPTIONS]
 COLORMAP = "inferno"
 #: Heatmap intensity per class: mean of its [0, 1] map (how widespread the evidence is) and its raw
 #: Grad-CAM peak relative to the strongest class of the run (how strong it is).
@@ -53,11 +56,14 @@ def _gradcam_job(
     target: str,
     device: str,
     cancel: Callable[[], bool],
+    region: np.ndarray | None = None,
 ) -> Generator[Progress, None, tuple[Image, GradCamResult]]:
     """Worker-thread work: rebuild the volume, load the model, run Grad-CAM (yielding progress)."""
     volume = volume_from_layer(layer)
     loaded = load_model(model_spec, device="cpu")
-    result = yield from gradcam(volume, loaded, classes, conv_layer, target=target, device=device, cancel=cancel)
+    result = yield from gradcam(
+        volume, loaded, classes, conv_layer, target=target, region=region, device=device, cancel=cancel
+    )
     return layer, result
 
 
@@ -78,12 +84,18 @@ class ExplainWidget(ModelJobWidget):
         self.classes = Select(label="classes", choices=class_choices, value=list(SCORED_CLASSES))
         # tall enough for the 10 classes without a scroll bar, no taller
         self.classes.native.setFixedHeight(10 * self.classes.native.sizeHintForRow(0) + 6)
-        self.conv_layer = ComboBox(label="conv layer", choices=LAYER_CHOICES, value="decoder")
-        self.target = ComboBox(
-            label="score pixels",
-            choices=[("predicted as the class", "predicted"), ("whole B-scan", "image")],
-            value="predicted",
-        )
+        self.conv_layer = ComboBox(label="conv layer", choices=LAYER_CHOICES, value=DEFAULT_LAYER)
+        self.layer_note = Label(value=describe_layer(DEFAULT_LAYER))
+        self.layer_note.native.setWordWrap(True)
+        self.target = ComboBox(label="question", choices=QUESTIONS, value="predicted")
+        self.region_layer = ComboBox(label="region layer", choices=self._region_layers, visible=False)
+        self.label_value = SpinBox(label="label value", value=-1, min=-1, max=255, visible=False)
+        self.label_value.tooltip = "-1: the label under the cursor when Explain is pressed"
+        #: Region mask of the run being started (read from the layers in the GUI thread).
+        self._region: np.ndarray | None = None
+        #: The latest result, for Save table.
+        self.result: GradCamResult | None = None
+        self._result_image = ""
         self.show_class = ComboBox(label="show", choices=[], enabled=False)
         self.show_labels = CheckBox(text="labels under heatmaps", value=False, enabled=False)
         #: Labels layers this widget hid, to show again (only their visibility is changed).
@@ -94,15 +106,33 @@ class ExplainWidget(ModelJobWidget):
         self._plain_cells = QStyledItemDelegate(self.table.native)
         self.table.native.setItemDelegate(self._plain_cells)
         self.table.visible = False
+        self.save_table_button = PushButton(text="Save table (CSV)...", visible=False)
         #: Heatmap layers of the latest run, by class name.
         self.heatmap_layers: dict[str, Image] = {}
         super().__init__(
             viewer,
-            options=[self.classes, self.conv_layer, self.target],
-            results=[self.show_class, self.show_labels, self.table],
+            options=[self.classes, self.conv_layer, self.layer_note, self.target, self.region_layer, self.label_value],
+            results=[self.show_class, self.show_labels, self.table, self.save_table_button],
         )
         self.show_class.changed.connect(self._show_selected)
         self.show_labels.changed.connect(self._labels_toggled)
+        self.conv_layer.changed.connect(lambda name: setattr(self.layer_note, "value", describe_layer(name)))
+        self.target.changed.connect(self._question_changed)
+        self.save_table_button.changed.connect(self._ask_and_save_table)
+        self._viewer.layers.events.inserted.connect(lambda _e: self.region_layer.reset_choices())
+        self._viewer.layers.events.removed.connect(lambda _e: self.region_layer.reset_choices())
+
+    def _region_layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        viewer = getattr(self, "_viewer", None)  # None while the base class is being set up
+        if viewer is None:
+            return []
+        kind = napari.layers.Labels if self.target.value == "label" else napari.layers.Shapes
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+
+    def _question_changed(self, question: str) -> None:
+        self.region_layer.visible = question in REGION_QUESTIONS
+        self.label_value.visible = question == "label"
+        self.region_layer.reset_choices()
 
     def _offers_image(self, layer: Image) -> bool:
         return GRADCAM_KEY not in layer.metadata
@@ -114,6 +144,10 @@ class ExplainWidget(ModelJobWidget):
     def _check_options(self) -> None:
         if not self.classes.value:
             raise InputError("select at least one class to explain")
+        image = self.image.value
+        self._region = region_from_layers(
+            self._viewer, image, self.target.value, self.region_layer.value, int(self.label_value.value)
+        )
 
     def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
         classes = sorted(self.classes.value)
@@ -123,9 +157,10 @@ class ExplainWidget(ModelJobWidget):
             model_spec,
             classes,
             self.conv_layer.value,
-            self.target.value,
+            "predicted" if self._region is not None else self.target.value,
             self.device.value,
             cancel,
+            self._region,
         )
 
     def _progress_text(self, event: Progress) -> str:
@@ -176,6 +211,9 @@ class ExplainWidget(ModelJobWidget):
         self.show_class.changed.connect(self._show_selected)
         self.show_class.enabled = True
         self._fill_table(result)
+        self.result = result
+        self._result_image = image.name
+        self.save_table_button.visible = True
         self.show_labels.enabled = True
         self._labels_toggled(self.show_labels.value)
         self._viewer.layers.selection.active = image
@@ -220,3 +258,15 @@ class ExplainWidget(ModelJobWidget):
         name = self.show_class.value if name is None else name
         for class_name, layer in self.heatmap_layers.items():
             layer.visible = class_name == name
+
+    def save_table(self, path: str) -> None:
+        """Write the latest run's per-class table (the paper's Table 3 columns) as CSV, atomically."""
+        if self.result is None:
+            raise InputError("no Grad-CAM result to save yet")
+        write_table(path, [{"input": self._result_image, **row} for row in self.result.stats_rows()])
+        self.status.value = f"saved the per-class table to {path}"
+
+    def _ask_and_save_table(self, _value: Any = None) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.native, "Save Grad-CAM table", "gradcam_table.csv", "CSV (*.csv)")
+        if path:
+            self.save_table(path)

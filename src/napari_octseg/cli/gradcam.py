@@ -1,18 +1,18 @@
 """``octseg gradcam``: per-class Grad-CAM heatmaps of OCT files, for batch work.
 
-For each input, writes ``DIR/<stem>.gradcam.tif`` (ImageJ hyperstack, axes ``ZCYX`` = B-scan, class,
-depth, A-scan, µm scale in its tags; float32 in [0, 1], or uint16/uint8 with ``--dtype``) and
-``DIR/<stem>.gradcam.json`` (the labels file's schema, :mod:`napari_octseg.io.heatmaps`: class values and
-names in channel order, source scan, model name + hash, scale in µm; plus conv layer, score definition and
-per-class max/mean heatmap intensity). Both are written atomically.
-Re-running skips inputs whose outputs are up to date (same model file, layer, classes, target, dtype,
-input) and redoes stale or partial ones; files octseg did not make are kept unless ``--force``.
-``--shard K/N`` / ``torchrun`` and the manifest ``DIR/octseg-manifest.jsonl`` work as for ``octseg segment``.
+For each input, writes ``DIR/<stem>.gradcam.tif`` (an ImageJ hyperstack, n_bscans x classes x depth x width,
+axes ``ZCYX``, with µm resolution tags when the scale is known; float32 in [0, 1], or uint16/uint8 with
+``--dtype``) and ``DIR/<stem>.gradcam.json`` (class values and names in TIFF order, conv layer, score
+definition or region, per-class table, model, input, scale in µm). Both are written atomically. ``--table
+CSV`` also writes the per-class table of every input. The TIFF's sample type and tags come from
+:func:`napari_octseg.explain.export.heatmap_tiff`. Re-running skips inputs whose outputs are up to date (same
+model file, layer, classes, target, dtype, input) and redoes stale or partial ones; files octseg did not make
+are kept unless ``--force``. ``--shard K/N`` / ``torchrun`` and the manifest ``DIR/octseg-manifest.jsonl``
+work as for ``octseg segment``.
 
-An input that cannot be processed is reported on one line and skipped (nothing written for it); the
-others are still processed and the command exits 1 at the end. Problems that concern every input
-(model file, device, classes, layer) stop before anything is written.
-"""
+An input that cannot be processed is reported on one line and skipped (nothing written for it); the others are
+still processed and the command exits 1 at the end. Problems that concern every input (model file, device,
+classes, layer) stop before anything is written."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import InputError, OctsegError
+from ..explain.export import HEATMAP_DTYPES, write_table
+from ..explain.layers import DEFAULT_LAYER, describe_layer
 from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
     add_input_options,
@@ -44,24 +46,42 @@ SIDECAR_SUFFIX = ".gradcam.json"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``gradcam`` subcommand to the ``octseg`` parser."""
+
     p = subparsers.add_parser(
         "gradcam",
         help="per-class Grad-CAM heatmaps of OCT files",
         description=(
-            "Explain the segmentation of OCT files with one Grad-CAM heatmap per class. Writes "
-            "DIR/<stem>.gradcam.tif (ImageJ hyperstack B-scan x class x depth x width at µm scale, float32 by "
-            "default) and DIR/<stem>.gradcam.json with per-class max/mean heatmap intensity; re-running skips "
-            "up-to-date outputs and redoes stale or partial ones; other existing files are kept unless --force."
+            "Explain the segmentation of OCT files with one Grad-CAM heatmap per class: which pixels, inside "
+            "and outside the pixels scored, raised each class's score. Writes DIR/<stem>.gradcam.tif (ImageJ "
+            "hyperstack, B-scans x classes x depth x width, µm tags) and DIR/<stem>.gradcam.json with the "
+            "per-class table; re-running skips up-to-date outputs and redoes stale or partial ones; other existing files are "
+            "kept unless --force. At the paper's layers 'decoder' and "
+            "'final' only the 1x1 classifier follows, so the map is a rescaled class-score map (the same for "
+            "every question); the default layer is a coarser decoder level whose maps carry context, chosen by "
+            "the deletion-curve benchmark (benchmarks/bench_gradcam.py)."
         ),
     )
     add_input_options(p)
     p.add_argument(
         "--layer",
-        default="decoder",
+        default=DEFAULT_LAYER,
         metavar="NAME",
-        help="conv layer: decoder (rectified last decoder conv, default), final (1x1 classifier), "
-        "decoder.<i> (coarser)",
+        help=(
+            f"conv layer: {DEFAULT_LAYER} (default), decoder.<i> (decoder level i, 1/2**i resolution), "
+            "bottleneck, or the paper's decoder (last 3x3 decoder conv) and final (1x1 classifier), where "
+            "Grad-CAM is a rescaled class-score map"
+        ),
     )
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="B,Y0,X0,Y1,X1",
+        help=(
+            "explain each class's score over this rectangle of B-scan B (rows Y0..Y1, columns X0..X1 in "
+            "pixels, end excluded) instead of --target; only that B-scan is computed"
+        ),
+    )
+    p.add_argument("--table", type=Path, default=None, metavar="CSV", help="also write the per-class table as CSV")
     p.add_argument(
         "--classes",
         default=None,
@@ -77,8 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dtype",
         default="float32",
-        choices=("float32", "uint16", "uint8"),
-        help="heatmap TIFF samples: float32 in [0, 1] (default), uint16 0-65535 or uint8 0-255 (all open in ImageJ)",
+        choices=HEATMAP_DTYPES,
+        help="heatmap TIFF sample type: float32 in [0, 1] (default), uint16 0-65535 or uint8 0-255",
     )
     add_run_options(p, batch_size=1)
     p.set_defaults(func=run)
@@ -94,7 +114,7 @@ def parse_classes(text: str | None) -> list[str] | None:
     return items
 
 
-def heatmap_extra(result: GradCamResult) -> dict:
+def heatmap_extra(result: GradCamResult, region: str | None = None) -> dict:
     """The Grad-CAM entries of a heatmap sidecar (beside the common ones :mod:`napari_octseg.io.heatmaps` writes)."""
     stats = {
         name: {k: float(f"{v:.7g}") for k, v in result.stats[c].items()}
@@ -104,9 +124,15 @@ def heatmap_extra(result: GradCamResult) -> dict:
         "layer": result.layer,
         "target": result.target,
         "reduction": result.reduction,
+        "region": region,
+        "bscans_explained": list(result.bscans),
+        "layer_note": describe_layer(result.layer),
         "normalisation": "per class, by its maximum over the volume",
         "stats": stats,
-        "stats_note": "max/mean: raw Grad-CAM over the volume; mean_normalized: mean of the stored [0, 1] map",
+        "stats_note": (
+            "max/mean: raw Grad-CAM over the B-scans explained; mean_normalized: mean of the stored [0, 1] map; "
+            "weight_sum/weight_max: sum and largest of the Grad-CAM channel (feature-importance) weights"
+        ),
         "device": result.device,
         "seconds": round(result.seconds, 3),
     }
@@ -121,18 +147,27 @@ def _explain_one(
     args: argparse.Namespace,
     loaded: LoadedModel,
     classes: tuple[int, ...],
+    table: list[dict],
 ) -> Outcome:
     """Grad-CAM of one (already read) input, outputs written; return the summary line."""
     from ..core.progress import tqdm_drain
-    from ..explain import gradcam
+    from ..explain import gradcam, parse_region
     from ..io.heatmaps import write_heatmaps_file
 
     tif_path, json_path = targets
     check_run_memory(path, volume, args, loaded, "gradcam")
-    gen = gradcam(
-        volume, loaded, classes, args.layer, target=args.target, batch_size=args.batch_size, device=args.device
-    )
     try:
+        region = parse_region(args.region, volume.shape) if args.region is not None else None
+        gen = gradcam(
+            volume,
+            loaded,
+            classes,
+            args.layer,
+            target=args.target,
+            region=region,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
         result = tqdm_drain(gen, desc=f"Grad-CAM {path.name}", disable=args.quiet)
     except OctsegError as exc:
         raise type(exc)(f"{path}: {exc}") from None
@@ -147,8 +182,9 @@ def _explain_one(
         model=loaded,
         force=overwrite,
         after_tiff=run_entry(run),
-        **heatmap_extra(result),
+        **heatmap_extra(result, args.region),
     )
+    table.extend({"input": str(path), **row} for row in result.stats_rows())
     c, n, h, w = result.heatmaps.shape
     line = f"{path}: {c} classes x {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {result.device})"
     return Outcome(line, bscans=n)
@@ -158,18 +194,35 @@ def run(args: argparse.Namespace) -> int:
     """Run ``octseg gradcam``; return 0 when every input of this share was written or up to date, else 1."""
     from ..explain import layer_module, resolve_classes
 
+    if args.table is not None:
+        from ..core.atomic import check_writable
+
+        check_writable(args.table, args.force)
     loaded = load_for_run(args)
     classes = resolve_classes(parse_classes(args.classes), loaded.class_names)
     layer_module(loaded.model, args.layer)
+    table: list[dict] = []
     spec = BatchSpec(
         command="gradcam",
         suffixes=(HEATMAP_SUFFIX, SIDECAR_SUFFIX),
         done_verb="explained",
         load=read_input,
         process=lambda path, volume, targets, run, overwrite: _explain_one(
-            path, volume, targets, run, overwrite, args, loaded, classes
+            path, volume, targets, run, overwrite, args, loaded, classes, table
         ),
         model=model_identity(args.model),
-        options={"layer": args.layer, "classes": list(classes), "target": args.target, "dtype": args.dtype},
+        options={
+            "layer": args.layer,
+            "classes": list(classes),
+            "target": args.target,
+            "dtype": args.dtype,
+            "region": args.region,
+            "scale": args.scale,
+            "reflectivity": args.reflectivity,
+        },
     )
-    return run_batch(spec, args, [Path(p) for p in args.inputs])
+    code = run_batch(spec, args, [Path(p) for p in args.inputs])
+    if args.table is not None and table:
+        write_table(args.table, table)
+        print(f"per-class table of {len({r['input'] for r in table})} input(s) -> {args.table}")
+    return code

@@ -114,12 +114,36 @@ class SegNet(nn.Module):
         ``"decoder.<i>"`` is the last conv of decoder level ``i`` (0 = finest) **with its BatchNorm and
         ReLU**: the rectified feature maps Grad-CAM is defined on (a Keras ``Conv2D(activation="relu")``,
         as in the paper, outputs the same). ``"decoder"`` (the default) is level 0, the last decoder
-        refinement conv at full resolution; ``"final"`` is the 1x1 classifier (the logits, as in the paper).
+        refinement conv at full resolution; ``"final"`` is the 1x1 classifier (the logits, as in the paper);
+        ``"bottleneck"`` is the deepest encoder block (1/16 resolution for depth 5, its BatchNorm and ReLU).
         """
         layers: dict[str, nn.Module] = {f"decoder.{i}": block for i, block in enumerate(self.decoder)}
         layers["decoder"] = layers["decoder.0"]
         layers["final"] = self.classifier
+        layers["bottleneck"] = self.encoder[-1]
         return layers
+
+    def gradcam_footprint(self, layer: str) -> tuple[int, int] | None:
+        """``(stride, radius)``: where a class score's gradient can reach a Grad-CAM layer.
+
+        The gradient of logits at full-resolution pixels ``P`` with respect to the layer's output is zero
+        at every layer position ``q`` whose block of ``stride x stride`` input pixels lies farther than
+        ``radius`` pixels (Chebyshev distance, at full resolution) from ``P``: each 3x3 conv of decoder
+        level ``i`` spreads it by ``2 ** i`` pixels, unpooling maps a position to its own 2x2 block, and
+        the 1x1 classifier does not spread it. ``"bottleneck"`` (the deepest encoder block) feeds
+        decoder level ``depth - 1`` through its skip and through pooling. ``None`` for an unknown layer.
+        """
+        if layer in ("decoder", "final"):
+            return 1, 0
+        if layer == "bottleneck":
+            j = self.depth - 1
+            # its 3x3 convs at level j (2 px there), the pooling block's other positions (up to 2 px
+            # there, through pooling + unpooling), then the finer levels as for "decoder.<j>"
+            return 2**j, 4 * 2**j + 2 * (2**j - 1)
+        if layer.startswith("decoder.") and layer[8:].isdigit() and int(layer[8:]) < self.depth:
+            i = int(layer[8:])
+            return 2**i, 2 * (2**i - 1)
+        return None
 
     def pointwise_head(self, layer: str) -> torch.Tensor | None:
         """The matrix ``M`` (n_classes, channels) with ``logits[p] = M @ A[p] + bias`` at every pixel ``p``.

@@ -1,0 +1,44 @@
+"""Grad-CAM for segmentation (all classes, a chosen layer, a question about a region) and its evaluation.
+
+``gradcam`` (:mod:`.volume`) explains a volume; ``gradcam_batch`` (:mod:`._batch`) one batch of
+normalised B-scans; :mod:`.layers` says which layer is the default and what each map is; :mod:`.region`
+turns rectangles, polygons and label values into region masks; :mod:`.faithfulness` and :mod:`.evaluate`
+measure how faithful and how localised the maps are; :mod:`.export` writes the maps and the per-class table.
+
+Names are imported on first use, so that ``octseg --help`` (which reads :mod:`.layers` and :mod:`.export`)
+imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES: dict[str, str] = {
+    "REDUCTIONS": "._batch",
+    "TARGETS": "._batch",
+    "gradcam_batch": "._batch",
+    "gradcam_batch_weights": "._batch",
+    "layer_module": "._batch",
+    "mass_near_region": ".evaluate",
+    "DEFAULT_LAYER": ".layers",
+    "SCORE_MAP_LAYERS": ".layers",
+    "describe_layer": ".layers",
+    "GradCamResult": ".volume",
+    "gradcam": ".volume",
+    "resolve_classes": ".volume",
+    "label_mask": ".region",
+    "parse_region": ".region",
+    "polygon_mask": ".region",
+    "rectangle_mask": ".region",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    globals()[name] = value  # later look-ups (and monkeypatching) see a plain attribute
+    return value
