@@ -53,9 +53,9 @@ from napari_octseg.explain.faithfulness import (
     rank_correlation,
 )
 from napari_octseg.inference import segment
-from napari_octseg.models.runtime import inference_network
 from napari_octseg.models import LoadedModel, load_model
 from napari_octseg.models.normalization import normalize_bscans
+from napari_octseg.models.runtime import inference_network
 
 ROOT = Path(__file__).resolve().parents[1]
 DUKE = ROOT.parent / "shared" / "data" / "duke_dme"

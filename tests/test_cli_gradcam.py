@@ -55,7 +55,7 @@ def test_writes_heatmaps_and_sidecar(tmp_path, oct_inputs, tiny_checkpoint, caps
         meta = json.loads((out / f"{path.stem}.gradcam.json").read_text())
         assert meta["format"] == "napari-octseg heatmaps" and meta["format_version"] == 2
         assert meta["classes"] == [1, 3, 9] and meta["class_names"] == ["NFL", "INL", "fluid"]
-        assert meta["layer"] == "decoder" and meta["target"] == "image" and meta["tiff_axes"] == "ZCYX"
+        assert meta["layer"] == DEFAULT_LAYER and meta["target"] == "image" and meta["tiff_axes"] == "ZCYX"
         assert meta["shape"] == list(shape) and meta["model"]["source"] == str(tiny_checkpoint)
         assert meta["model"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
         assert meta["source"]["file"] == str(path.resolve()) and meta["source"]["name"] == path.stem

@@ -42,10 +42,10 @@ from ..core.classes import CLASS_NAMES
 from ..core.errors import Cancelled, InputError
 from ..core.progress import Progress
 from ..core.volume import OctVolume
-from ..models.runtime import inference_network, release_cached
 from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
+from ..models.runtime import inference_network, release_cached
 from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch_weights, layer_module
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
