@@ -3,7 +3,9 @@
 A thin adapter around :func:`napari_octseg.explain.gradcam`: it reads the chosen image layer, runs
 Grad-CAM in a worker thread (progress bar, Cancel) and adds one Image layer per class, named
 ``Grad-CAM <class> (<image>)``, inferno colour map, additive blending, contrast 0..1, aligned with the
-image. Only the class picked under **show** is visible (the dropdown switches it); a table lists each
+image (``Grad-CAM <class> · <image>``, the image without its file extension, class first so a narrow
+layer list keeps it). Only the class picked under **show** is visible (the dropdown switches it; its
+choices follow the latest run, whatever happens to the layer list); a table lists each
 class's mean and max heatmap intensity. Labels layers over the same image are hidden while heatmaps are
 shown (their bright colours would swamp the additive heatmap) and come back when **labels under heatmaps**
 is ticked; their data are never touched. Errors become one notification and add no layer.
@@ -24,7 +26,7 @@ from ..core.errors import InputError
 from ..core.progress import Progress
 from ..explain import GradCamResult, gradcam
 from ..models.registry import load_model
-from ._common import Image, unique_layer_name, volume_from_layer
+from ._common import Image, short_name, unique_layer_name, volume_from_layer
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
 __all__ = ["COLORMAP", "DEFAULT_CHOICE", "FILE_CHOICE", "GRADCAM_KEY", "ExplainWidget", "heatmap_layer_name"]
@@ -62,30 +64,55 @@ def _gradcam_job(
 
 
 def heatmap_layer_name(class_name: str, image_name: str) -> str:
-    """``Grad-CAM <class> (<image>)``."""
-    return f"Grad-CAM {class_name} ({image_name})"
+    """``Grad-CAM <class> · <image without extension>``, e.g. ``Grad-CAM EZ+OS · Subject_07``."""
+    return f"Grad-CAM {class_name} · {short_name(image_name)}"
 
 
 class ExplainWidget(ModelJobWidget):
     """Per-class Grad-CAM heatmaps of an OCT image layer, as colour-mapped image layers."""
 
     run_text = "Explain (Grad-CAM)"
+    run_tooltip = "compute one Grad-CAM heatmap layer per chosen class (the image and labels are never changed)"
     action = "explain"
     busy = "explaining"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         class_choices = [(f"{i} {name}", i) for i, name in enumerate(CLASS_NAMES)]
-        self.classes = Select(label="classes", choices=class_choices, value=list(SCORED_CLASSES))
+        #: Heatmap layers of the latest run, by class name.
+        self.heatmap_layers: dict[str, Image] = {}
+        self.classes = Select(
+            label="classes",
+            choices=class_choices,
+            value=list(SCORED_CLASSES),
+            tooltip="classes to explain, one heatmap layer each (Ctrl/Shift-click for several)",
+        )
         # tall enough for the 10 classes without a scroll bar, no taller
         self.classes.native.setFixedHeight(10 * self.classes.native.sizeHintForRow(0) + 6)
-        self.conv_layer = ComboBox(label="conv layer", choices=LAYER_CHOICES, value="decoder")
+        self.conv_layer = ComboBox(
+            label="conv layer",
+            choices=LAYER_CHOICES,
+            value="decoder",
+            tooltip="the network layer whose activations are weighted (coarser levels: blurrier, more context)",
+        )
         self.target = ComboBox(
             label="score pixels",
             choices=[("predicted as the class", "predicted"), ("whole B-scan", "image")],
             value="predicted",
+            tooltip="which pixels' class score is explained: those predicted as the class, or all of them",
         )
-        self.show_class = ComboBox(label="show", choices=[], enabled=False)
-        self.show_labels = CheckBox(text="labels under heatmaps", value=False, enabled=False)
+        # choices from the latest run (a callable: napari resets every dock's choices on each layer change)
+        self.show_class = ComboBox(
+            label="show",
+            choices=lambda _w=None: list(self.heatmap_layers),
+            enabled=False,
+            tooltip="the class whose heatmap layer is visible (the others are hidden, not removed)",
+        )
+        self.show_labels = CheckBox(
+            text="labels under heatmaps",
+            value=False,
+            enabled=False,
+            tooltip="show the Labels layers that were hidden so the heatmap is not swamped (their data never change)",
+        )
         #: Labels layers this widget hid, to show again (only their visibility is changed).
         self._hidden_labels: list[napari.layers.Labels] = []
         self.table = Table(value={"data": [], "columns": list(TABLE_COLUMNS)})
@@ -94,8 +121,6 @@ class ExplainWidget(ModelJobWidget):
         self._plain_cells = QStyledItemDelegate(self.table.native)
         self.table.native.setItemDelegate(self._plain_cells)
         self.table.visible = False
-        #: Heatmap layers of the latest run, by class name.
-        self.heatmap_layers: dict[str, Image] = {}
         super().__init__(
             viewer,
             options=[self.classes, self.conv_layer, self.target],
@@ -131,8 +156,9 @@ class ExplainWidget(ModelJobWidget):
     def _progress_text(self, event: Progress) -> str:
         return f"Grad-CAM: B-scan {event.done}/{event.total}"
 
-    def _show_result(self, payload: tuple[Image, GradCamResult]) -> None:
+    def _show_result(self, payload: tuple[Image, GradCamResult]) -> str:
         self.add_heatmap_layers(*payload)
+        return str(self.status.value)
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -171,7 +197,7 @@ class ExplainWidget(ModelJobWidget):
             )
         self.heatmap_layers = layers
         self.show_class.changed.disconnect(self._show_selected)
-        self.show_class.choices = list(result.class_names)
+        self.show_class.reset_choices()
         self.show_class.value = shown
         self.show_class.changed.connect(self._show_selected)
         self.show_class.enabled = True
