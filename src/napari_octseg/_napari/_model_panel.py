@@ -202,8 +202,11 @@ class ModelJobWidget(ScrollDock):
 
     def refresh_models(self) -> None:
         """Re-read the model library into the model chooser (e.g. after fine-tuning saved a model)."""
-        self.model_choice.reset_choices()
-        self._update_model_info()
+        try:
+            self.model_choice.reset_choices()
+            self._update_model_info()
+        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
+            library_changed.disconnect(self.refresh_models)
 
     def _update_model_info(self, _value: Any = None) -> None:
         self.checkpoint.visible = self.model_choice.value == FILE_CHOICE

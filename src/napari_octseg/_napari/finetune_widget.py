@@ -251,9 +251,12 @@ class FinetuneWidget(ScrollDock):
         self.library_label.value = str(library_dir())
 
     def _base_changed(self, _value: Any = None) -> None:
-        self.base_combo.reset_choices()
-        self.base_file.visible = self.base_combo.value == FILE_CHOICE
-        self.base_info.value = model_info_text(self.base_combo.value, self.base_file.value)
+        try:
+            self.base_combo.reset_choices()
+            self.base_file.visible = self.base_combo.value == FILE_CHOICE
+            self.base_info.value = model_info_text(self.base_combo.value, self.base_file.value)
+        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
+            library_changed.disconnect(self._base_changed)
 
     # ------------------------------------------------------------------ which B-scans
     def detect_corrected(self, _value: Any = None) -> list[int]:
