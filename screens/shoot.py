@@ -69,7 +69,18 @@ for w, h in ((1366, 768), (1920, 1080)):
     print(w, h, img.shape)
     for name, widget in docks.items():
         print("  ", name, "dock height", widget.native.height(), "content", widget.content().sizeHint().height())
-if which == "circle":
-    th = docks["Layer thickness"]
-    print("labels:", [l.name for l in viewer.layers])
+from qtpy.QtWidgets import QDockWidget
+viewer.window.resize(1366, 768)
+pump(1.0)
+for name, widget in docks.items():
+    dock = widget.native.parent()
+    while not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    dock.raise_()
+    pump(1.0)
+    imwrite(OUT / f"{which}_tab_{name.split()[0]}_1366x768.png", viewer.screenshot(canvas_only=False))
+    sa = widget.native
+    sa.verticalScrollBar().setValue(sa.verticalScrollBar().maximum())
+    pump(1.0)
+    imwrite(OUT / f"{which}_tab_{name.split()[0]}_bottom_1366x768.png", viewer.screenshot(canvas_only=False))
 viewer.close()

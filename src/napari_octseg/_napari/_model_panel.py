@@ -155,6 +155,7 @@ class ModelJobWidget(ScrollDock):
         for layer in viewer.layers:
             layer.events.name.connect(self._refresh_images)
         self._update_model_info()
+        self.compact()
 
     # -- what subclasses provide -----------------------------------------------------------------
 

@@ -56,5 +56,6 @@ class ThemedCanvas(FigureCanvasQTAgg):
         self.figure = Figure(figsize=figsize, dpi=90, layout="constrained")
         super().__init__(self.figure)
         self.setMinimumHeight(height_px)
+        self.setMinimumWidth(160)  # matplotlib would ask for the figure's full width; the dock may be narrower
         self.colors = theme_colors()
         self.figure.set_facecolor(self.colors["background"])

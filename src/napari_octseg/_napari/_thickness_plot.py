@@ -78,10 +78,12 @@ class ThicknessPlot(ThemedCanvas):
         if table.laterality in ("OD", "OS"):
             nasal_right = table.laterality == "OD"
             self.edge_labels.update({"right": "N" if nasal_right else "T", "left": "T" if nasal_right else "N"})
-        style = {"color": self.colors["text"], "fontsize": 10, "fontweight": "bold", "transform": ax.transAxes}
-        places = {"top": (0.5, 1.01, "center", "bottom"), "bottom": (0.5, -0.01, "center", "top")}
-        places |= {"left": (-0.01, 0.5, "right", "center"), "right": (1.01, 0.5, "left", "center")}
-        for side, letter in self.edge_labels.items():
+        # inside the map's edges, on a dark box: clear of the tick labels, the title and the colour bar
+        box = {"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.55, "edgecolor": "none"}
+        style = {"color": GRID_COLOR, "fontsize": 10, "fontweight": "bold", "transform": ax.transAxes, "bbox": box}
+        places = {"top": (0.5, 0.975, "center", "top"), "bottom": (0.5, 0.025, "center", "bottom")}
+        places |= {"left": (0.025, 0.5, "left", "center"), "right": (0.975, 0.5, "right", "center")}
+        for side, letter in list(self.edge_labels.items()):
             x, y, ha, va = places[side]
             ax.text(x, y, letter, ha=ha, va=va, **style)
         if table.grid == "etdrs" and table.fovea is not None and table.laterality in ("OD", "OS"):

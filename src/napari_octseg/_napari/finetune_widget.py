@@ -98,9 +98,9 @@ class FinetuneWidget(ScrollDock):
         )
         self.detected_label = Label(label="", value="")
         self.detect_btn = PushButton(
-            text="Detect corrected", tooltip="list the B-scans that differ from the automatic segmentation"
+            text="Detect", tooltip="list the B-scans that differ from the automatic segmentation (corrected ones)"
         )
-        self.current_btn = PushButton(text="Add current B-scan", tooltip="add the B-scan shown in the viewer")
+        self.current_btn = PushButton(text="Add shown", tooltip="add the B-scan shown in the viewer to the list")
         self.base_combo = ComboBox(
             label="base model",
             choices=lambda _w=None: model_choices(),
@@ -211,6 +211,7 @@ class FinetuneWidget(ScrollDock):
         self._select_segmented()
         self._suggest_name()
         self.detect_corrected()
+        self.compact()
 
     @property
     def worker(self) -> Any:

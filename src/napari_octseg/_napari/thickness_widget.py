@@ -107,6 +107,7 @@ class ThicknessWidget(ScrollDock):
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         self._pick_image()
+        self.compact()
 
     @property
     def _worker(self) -> Any:
