@@ -89,7 +89,7 @@ class FinetuneWidget(ScrollDock):
 
         self.image_combo = ComboBox(label="image", choices=self._image_choices, tooltip="the OCT image layer")
         self.labels_combo = ComboBox(
-            label="corrected labels",
+            label="labels",
             choices=self._labels_choices,
             tooltip="the Labels layer you corrected (default: the latest one Segment layers made); only read",
         )
@@ -117,7 +117,7 @@ class FinetuneWidget(ScrollDock):
         )
         self.lr_edit = LineEdit(label="learning rate", value=f"{DEFAULT_LR:g}", tooltip="Adam learning rate, e.g. 1e-4")
         self.freeze_spin = SpinBox(
-            label="frozen-encoder epochs",
+            label="frozen epochs",
             min=0,
             max=500,
             value=DEFAULT_FREEZE_ENCODER_EPOCHS,
@@ -131,7 +131,7 @@ class FinetuneWidget(ScrollDock):
             "mixed in against forgetting",
         )
         self.self_replay_spin = SpinBox(
-            label="self-replay B-scans",
+            label="self-replay",
             min=0,
             max=1000,
             value=DEFAULT_SELF_REPLAY_BSCANS,
@@ -145,12 +145,12 @@ class FinetuneWidget(ScrollDock):
             tooltip="auto = CUDA GPU, then Apple MPS, then CPU",
         )
         self.name_edit = LineEdit(
-            label="save as (name)",
+            label="save as",
             value="",
             tooltip="name of the new model in the model library; Segment layers, Explain and "
             "'octseg segment --model NAME' find it by this name",
         )
-        self.library_label = Label(label="model library", value="")
+        self.library_label = Label(label="library", value="")
         self.library_label.native.setWordWrap(True)
         self.library_label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.run_btn = PushButton(text="Fine-tune", tooltip="train a new model from the corrected B-scans (a new file)")
