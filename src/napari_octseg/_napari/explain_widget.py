@@ -115,7 +115,10 @@ class ExplainWidget(ModelJobWidget):
         )
         #: Labels layers this widget hid, to show again (only their visibility is changed).
         self._hidden_labels: list[napari.layers.Labels] = []
-        self.table = Table(value={"data": [], "columns": list(TABLE_COLUMNS)})
+        self.table = Table(
+            value={"data": [], "columns": list(TABLE_COLUMNS)},
+            tooltip="per class: mean of its [0, 1] heatmap, and its peak relative to the strongest class",
+        )
         self.table.read_only = True
         # magicgui's delegate shows numbers below 0.1 as 2.600e-02; the plain one shows our text
         self._plain_cells = QStyledItemDelegate(self.table.native)

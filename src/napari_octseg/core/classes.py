@@ -57,7 +57,7 @@ BOUNDARY_NAMES: tuple[str, ...] = (
 
 #: RGBA colours (0-1) per class, for napari Labels layers and figures. Neighbouring layers differ in hue;
 #: EZ+OS (the thin bright band fluid often sits against) is near-white so that it never reads as fluid
-#: (magenta): every pair of coloured classes is at least 0.4 apart in RGB, EZ+OS and fluid 0.8.
+#: (magenta): every pair of coloured classes is at least 0.38 apart in RGB, EZ+OS and fluid 0.76 (were 0.42).
 CLASS_COLORS: dict[int, tuple[float, float, float, float]] = {
     0: (0.0, 0.0, 0.0, 0.0),
     1: (0.90, 0.10, 0.29, 1.0),
