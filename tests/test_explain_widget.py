@@ -50,7 +50,7 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
     assert widget.image.value is image
     _run_and_wait(qtbot, widget)
     assert errors == []
-    names = ["Grad-CAM NFL (scan)", "Grad-CAM INL (scan)", "Grad-CAM fluid (scan)"]
+    names = ["Grad-CAM NFL · scan", "Grad-CAM INL · scan", "Grad-CAM fluid · scan"]
     assert [layer.name for layer in viewer.layers] == ["scan", *names]
     expected = run_generator(gradcam(volume_data, load_checkpoint(tiny_checkpoint), [1, 3, 9], target="image"))
     for k, name in enumerate(names):
@@ -77,7 +77,7 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
     assert widget.show_class.choices == ("NFL", "INL", "fluid")
     widget.show_class.value = "fluid"
     assert [viewer.layers[n].visible for n in names] == [False, False, True]
-    assert widget.progress.value == widget.progress.max == 3
+    assert widget.progress.value == 0 and widget.status.value.startswith("added 3 heatmap layer(s)")
 
 
 def test_second_run_keeps_the_shown_class_and_new_names(
@@ -93,10 +93,10 @@ def test_second_run_keeps_the_shown_class_and_new_names(
     assert errors == []
     assert [layer.name for layer in viewer.layers] == [
         "scan",
-        "Grad-CAM GCL+IPL (scan)",
-        "Grad-CAM ONL+IS (scan)",
-        "Grad-CAM GCL+IPL (scan) [2]",
-        "Grad-CAM ONL+IS (scan) [2]",
+        "Grad-CAM GCL+IPL · scan",
+        "Grad-CAM ONL+IS · scan",
+        "Grad-CAM GCL+IPL · scan [2]",
+        "Grad-CAM ONL+IS · scan [2]",
     ]
     assert [layer.visible for layer in viewer.layers][3:] == [False, True]
     assert viewer.layers[4].metadata[ew.GRADCAM_KEY]["layer"] == "final"
@@ -109,7 +109,7 @@ def test_two_d_image(make_napari_viewer, qtbot, tiny_checkpoint, volume_data, er
     viewer.add_image(volume_data[0], name="bscan", scale=SCALE[1:])
     widget = _widget(viewer, tiny_checkpoint, classes=(4,))
     _run_and_wait(qtbot, widget)
-    layer = viewer.layers["Grad-CAM OPL (bscan)"]
+    layer = viewer.layers["Grad-CAM OPL · bscan"]
     assert layer.data.shape == volume_data.shape[1:] and layer.visible
     np.testing.assert_allclose(layer.scale, SCALE[1:])
 
@@ -237,3 +237,20 @@ def test_bad_region_is_one_message_and_no_worker(make_napari_viewer, tiny_checkp
     widget.start()
     assert not widget.running and len(errors) == 1 and "label 4 has no pixel" in str(errors[0])
     assert len(viewer.layers) == 2
+
+
+def test_show_dropdown_survives_layer_changes_and_names_keep_the_class(
+    make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(volume_data, name="Subject_07.npz")
+    widget = _widget(viewer, tiny_checkpoint, classes=(6, 9))
+    viewer.window.add_dock_widget(widget)  # napari then resets the dock's choices on every layer change
+    _run_and_wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers][1:] == ["Grad-CAM EZ+OS · Subject_07", "Grad-CAM fluid · Subject_07"]
+    widget.show_class.value = "fluid"
+    viewer.add_points(np.zeros((1, 3)), name="fovea")
+    viewer.layers.remove("fovea")
+    widget.reset_choices()
+    assert widget.show_class.choices == ("EZ+OS", "fluid") and widget.show_class.value == "fluid"
+    assert widget.show_class.enabled

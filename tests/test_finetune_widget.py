@@ -11,6 +11,7 @@ pytest.importorskip("pytestqt")
 
 from test_finetune import toy_volume  # noqa: E402
 
+from napari_octseg._napari import _common  # noqa: E402
 from napari_octseg._napari import finetune_widget as fw  # noqa: E402
 from napari_octseg._napari.segment_widget import AUTO_LABELS_KEY  # noqa: E402
 from napari_octseg.inference import bscan_hashes  # noqa: E402
@@ -22,7 +23,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def setup(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("OCTSEG_MODEL_DIR", str(tmp_path))
     volume, truth = toy_volume(n=4)
     auto = truth.copy()
     auto[:, 20:26] = 0  # the "automatic" result missed a layer...
@@ -40,10 +41,10 @@ def setup(make_napari_viewer, tmp_path, monkeypatch):
     viewer.window.add_dock_widget(widget, name="Fine-tune on corrections")
     widget.base_combo.value = fw.FILE_CHOICE
     widget.base_file.value = base
-    widget.out_edit.value = tmp_path / "ft.pt"
+    widget.name_edit.value = "ft"
     widget.epochs_spin.value = 3
     errors: list[str] = []
-    monkeypatch.setattr(fw, "report_error", lambda exc: errors.append(str(exc)))
+    monkeypatch.setattr(_common, "report_error", lambda exc: errors.append(str(exc)))
     return viewer, widget, layer, corrected.copy(), errors
 
 
@@ -56,7 +57,7 @@ def test_widget_detects_corrections_trains_and_resegments(setup, qtbot, tmp_path
     np.savez(tmp_path / "replay.npz", images=other.data.clip(0, 255).astype(np.uint8), labels=other_labels)
     widget.replay_files.value = [tmp_path / "replay.npz"]
     widget.run()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=180_000)  # a loaded 2-core machine is slow
     assert not errors
     assert (tmp_path / "ft.pt").is_file()
     record = load_checkpoint(tmp_path / "ft.pt").training
@@ -65,9 +66,11 @@ def test_widget_detects_corrections_trains_and_resegments(setup, qtbot, tmp_path
     # The loss curve got a point per step and per epoch.
     assert len(widget.loss_plot.steps_y) >= 3 and len(widget.loss_plot.epochs_y) >= 1
     assert widget.segment_btn.enabled
-    # The next default save path is new and lies in the user's cache, never over the last checkpoint.
-    assert widget.out_edit.value != tmp_path / "ft.pt"
-    assert str(widget.out_edit.value).startswith(str(tmp_path / "cache" / "napari-octseg"))
+    # The next default name is new (image + date), never the last model's; the library lists the model.
+    assert widget.name_edit.value.startswith("scan-") and widget.name_edit.value != "ft"
+    assert widget.status.value.startswith("saved model 'ft' in the library (best epoch ")
+    assert widget.progress.value == 0 and not widget.cancel_btn.enabled
+    assert "library: ft" in widget.base_combo.choices
     np.testing.assert_array_equal(layer.data, corrected)
 
     n_layers = len(viewer.layers)

@@ -51,8 +51,7 @@ def volume():
 def errors(monkeypatch):
     """Every notification a widget would show."""
     shown: list[BaseException] = []
-    for module in (_common, tw, fw):  # segment and explain report through _common
-        monkeypatch.setattr(module, "report_error", shown.append)
+    monkeypatch.setattr(_common, "report_error", shown.append)  # every dock reports through _common
     return shown
 
 
@@ -223,7 +222,7 @@ def test_thickness_export_crash_keeps_the_previous_csv(qtbot, thickness_viewer, 
 
 @pytest.fixture
 def finetune_setup(make_napari_viewer, tmp_path, monkeypatch, checkpoint, volume):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("OCTSEG_MODEL_DIR", str(tmp_path))
     viewer = make_napari_viewer()
     viewer.add_image(volume.data, **image_layer_kwargs(volume, "scan"))
     corrected = viewer.add_labels(volume.labels.copy(), **labels_layer_kwargs("scan labels", scale=volume.scale_um))
@@ -236,14 +235,17 @@ def finetune_setup(make_napari_viewer, tmp_path, monkeypatch, checkpoint, volume
     return viewer, widget, corrected
 
 
-def test_finetune_never_writes_over_an_existing_checkpoint(finetune_setup, qtbot, tmp_path, checkpoint, errors):
+def test_finetune_never_writes_over_an_existing_checkpoint(
+    finetune_setup, qtbot, tmp_path, checkpoint, errors, monkeypatch
+):
     viewer, widget, corrected = finetune_setup
     before = _snapshot(viewer)
     existing = tmp_path / "mine.pt"
     existing.write_bytes(b"an earlier checkpoint")
     base_bytes = checkpoint.read_bytes()
-    for target in (existing, checkpoint):
-        widget.out_edit.value = target
+    for folder, name in ((tmp_path, "mine"), (checkpoint.parent, checkpoint.stem)):
+        monkeypatch.setenv("OCTSEG_MODEL_DIR", str(folder))  # the library holds the file of that name
+        widget.name_edit.value = name
         widget.run()
         assert widget.worker is None
     assert len(errors) == 2
@@ -253,7 +255,7 @@ def test_finetune_never_writes_over_an_existing_checkpoint(finetune_setup, qtbot
 
 def test_finetune_keeps_corrections_painted_during_training(finetune_setup, qtbot, tmp_path, volume, errors):
     viewer, widget, corrected = finetune_setup
-    widget.out_edit.value = tmp_path / "new.pt"
+    widget.name_edit.value = "new"
     widget.run()
     corrected.data[3, :4, :4] = 9  # the user goes on correcting while the model trains
     painted = np.array(corrected.data, copy=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,30 +52,59 @@ def viewer_with_volume(make_napari_viewer):
 def test_map_grid_table_and_untouched_labels(qtbot, viewer_with_volume):
     viewer, image, labels, vol = viewer_with_volume
     before = np.array(labels.data, copy=True)
+    names = [layer.name for layer in viewer.layers]
     widget = ThicknessWidget(viewer)
     assert widget.source_labels.value is labels and widget.image.value is image
     _measure(qtbot, widget)
-    m = widget.map_layer
-    assert m.data.shape == (41, 161)
-    np.testing.assert_allclose(m.scale, (SCALE[0], SCALE[2]))
-    np.testing.assert_allclose(m.data, sum(THICK_PX) * 3.87, rtol=1e-5)  # total retina, fluid counted
-    assert not image.visible and not labels.visible
-    assert widget.grid_layer is not None and len(widget.grid_layer.data) == 7  # 3 circles + 4 lines
-    ring = widget.grid_layer.data[2]  # 6 mm circle, bounding box in µm around the fovea
+    # the map is drawn in the dock: the viewer keeps its layers, all visible (the B-scan stays in view)
+    assert [layer.name for layer in viewer.layers] == names and image.visible and labels.visible
+    plot = widget.plot
+    assert plot.kind == "map"
+    np.testing.assert_allclose(plot.drawn, sum(THICK_PX) * 3.87, rtol=1e-5)  # total retina, fluid counted
+    ax = plot.figure.axes[0]
+    # fundus view: B-scan 0 is inferior, so rows are drawn bottom-up; OD: nasal on the right
+    assert ax.images[0].origin == "lower" and ax.get_ylim()[0] < ax.get_ylim()[1]
+    assert {k: plot.edge_labels[k] for k in ("top", "bottom", "left", "right")} == {
+        "top": "S",
+        "bottom": "I",
+        "left": "T",
+        "right": "N",
+    }
+    # the ETDRS grid: 3 circles + 4 spokes; the 6 mm circle spans 6000 µm around the fovea
+    lines = [line for line in ax.lines if line.get_color() == "white"]
+    assert len(lines) == 7
+    ring = lines[2].get_xydata()
     assert np.ptp(ring[:, 0]) == pytest.approx(6000) and np.ptp(ring[:, 1]) == pytest.approx(6000)
+    assert plot.edge_labels["C0"] == f"{sum(THICK_PX) * 3.87:.0f}"
     rows = widget.table_rows()
     assert rows[0][:2] == ["sector", "µm"]
     assert [r[0] for r in rows[1:]] == ["C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2", "total", "scan"]
     assert rows[1][1] == f"{sum(THICK_PX) * 3.87:.1f}"
-    assert "µm" in widget.legend_text.value
     np.testing.assert_array_equal(labels.data, before)
+    assert widget.status.value.startswith("measured scan labels") and widget.progress.value == 0
 
     widget.layer.value = "INL"
-    np.testing.assert_allclose(widget.map_layer.data, 7 * 3.87, rtol=1e-5)
-    assert widget.map_layer is m  # the same layer is updated, not a new one each time
+    np.testing.assert_allclose(plot.drawn, 7 * 3.87, rtol=1e-5)
+    assert len(plot.figure.axes) == 2  # one map and its colour bar, redrawn, not stacked
     widget.layer.value = "fluid"
-    assert widget.map_layer.data[20, 75] == pytest.approx(4 * 3.87, rel=1e-5)
+    assert plot.drawn[20, 75] == pytest.approx(4 * 3.87, rel=1e-5)
     assert "fluid in the scan" in widget.note.value
+
+
+def test_left_eye_puts_nasal_on_the_left(qtbot, viewer_with_volume):
+    viewer, *_ = viewer_with_volume
+    widget = ThicknessWidget(viewer)
+    widget.laterality.value = "OS"
+    _measure(qtbot, widget)
+    assert widget.plot.edge_labels["left"] == "N" and widget.plot.edge_labels["right"] == "T"
+
+
+def test_default_csv_name_from_the_image(qtbot, viewer_with_volume):
+    viewer, image, *_ = viewer_with_volume
+    image.metadata["octseg"]["meta"]["source"] = "/data/Subject_07.npz"
+    widget = ThicknessWidget(viewer)
+    _measure(qtbot, widget)
+    assert widget.default_csv_path() == Path("/data/Subject_07_thickness.csv")
 
 
 def test_fovea_from_points_layer(qtbot, viewer_with_volume):
@@ -135,7 +165,22 @@ def test_circle_scan_shows_tsnit(qtbot, make_napari_viewer):
     widget = ThicknessWidget(viewer)
     _measure(qtbot, widget)
     assert widget.report.sectors.grid == "tsnit"
-    assert widget.map_layer.data.shape == (1, 360)
-    assert len(widget.grid_layer.data) == 6  # sector edges
+    assert widget.plot.kind == "profile"  # a thickness-along-the-circle plot, not a 1-pixel-high map
+    x, profile = widget.plot.drawn
+    assert x.shape == profile.shape == (360,) and 0 < x.min() and x.max() < 360
+    np.testing.assert_allclose(profile, sum(THICK_PX) * 3.87, rtol=1e-5)
+    assert set(widget.plot.edge_labels) == {"T", "TS", "NS", "N", "NI", "TI"}
     assert [r[0] for r in widget.table_rows()[1:]] == ["G", "T", "TS", "NS", "N", "NI", "TI"]
     assert widget.sector_path("x.csv").name == "x_tsnit.csv"
+
+
+def test_line_scan_shows_a_profile_in_um(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    vol = _volume(n=1, width=100)
+    vol.scan_pattern = "line"
+    viewer.add_image(vol.data, **image_layer_kwargs(vol, "line"))
+    viewer.add_labels(vol.labels, **labels_layer_kwargs("line labels", scale=SCALE))
+    widget = ThicknessWidget(viewer)
+    _measure(qtbot, widget)
+    x, profile = widget.plot.drawn
+    assert widget.plot.kind == "profile" and x[-1] == pytest.approx(99 * SCALE[2])

@@ -5,7 +5,6 @@ Only this package (``_napari``) imports napari, magicgui or Qt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,13 @@ from ..core.volume import OctVolume
 
 #: Key under ``layer.metadata`` where the volume's own description is kept.
 META_KEY = "octseg"
+#: Names of the volume axes, shown on napari's dimension sliders instead of -3/-2/-1.
+AXIS_LABELS: tuple[str, str, str] = ("B-scan", "depth", "A-scan")
+
+
+def axis_labels(ndim: int) -> tuple[str, ...]:
+    """The last ``ndim`` of :data:`AXIS_LABELS` (a single B-scan: depth, A-scan)."""
+    return AXIS_LABELS[-ndim:] if 0 < ndim <= 3 else tuple(f"axis {i}" for i in range(ndim))
 
 
 def image_layer_kwargs(volume: OctVolume, name: str) -> dict[str, Any]:
@@ -29,6 +35,7 @@ def image_layer_kwargs(volume: OctVolume, name: str) -> dict[str, Any]:
         "name": name,
         "colormap": "gray",
         "contrast_limits": (float(lo), float(hi) if hi > lo else float(lo) + 1.0),
+        "axis_labels": axis_labels(display.ndim),
         "metadata": {
             META_KEY: {
                 "scale_um": list(volume.scale_um) if volume.scale_um else None,
@@ -95,10 +102,19 @@ def labels_layer_kwargs(
         "metadata": dict(metadata or {}),
     }
     if scale is not None:
+        kwargs["axis_labels"] = axis_labels(len(scale))
         kwargs["scale"] = tuple(scale)
         # napari shows the scale bar in µm only when every layer carries the same units
         kwargs["units"] = ("µm",) * len(scale)
     return kwargs
+
+
+def short_name(name: str) -> str:
+    """A layer name without the file extension our readers add (``Subject_07.npz`` -> ``Subject_07``)."""
+    from ..io import SUPPORTED_EXTENSIONS
+
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and stem and f".{ext.lower()}" in SUPPORTED_EXTENSIONS else name
 
 
 def unique_layer_name(viewer: Any, base: str) -> str:
@@ -122,42 +138,17 @@ def report_error(exc: BaseException) -> None:
         show_error(f"{type(exc).__name__}: {exc}")
 
 
-def start_worker(
-    gen_factory: Callable[[], Generator[Any, Any, Any]],
-    on_yield: Callable[[Any], None],
-    on_return: Callable[[Any], None],
-    on_finish: Callable[[], None] | None = None,
-) -> Any:
-    """Run a progress generator in a napari ``thread_worker``; errors become notifications.
-
-    Returns the started worker (call ``worker.quit()`` to cancel at the next yield).
-    """
-    from napari.qt.threading import create_worker
-
-    def work() -> Generator[Any, Any, Any]:
-        # a plain generator function, so napari makes a GeneratorWorker (with ``yielded``) even when
-        # gen_factory is a lambda or partial returning a generator
-        return (yield from gen_factory())
-
-    worker = create_worker(work, _start_thread=False, _ignore_errors=True)
-    worker.yielded.connect(on_yield)
-    worker.returned.connect(on_return)
-    worker.errored.connect(report_error)
-    if on_finish is not None:
-        worker.finished.connect(on_finish)
-    worker.start()
-    return worker
-
-
 __all__ = [
+    "AXIS_LABELS",
     "META_KEY",
+    "axis_labels",
     "Image",
     "Labels",
     "class_colormap",
     "image_layer_kwargs",
     "labels_layer_kwargs",
     "report_error",
-    "start_worker",
+    "short_name",
     "unique_layer_name",
     "volume_from_layer",
 ]

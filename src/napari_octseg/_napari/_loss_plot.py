@@ -1,18 +1,16 @@
-"""A small live loss curve for a napari dock (matplotlib on the Qt canvas)."""
+"""A small live loss curve for a napari dock (matplotlib on the Qt canvas, in napari's theme colours)."""
 
 from __future__ import annotations
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+from ._plot import ThemedCanvas, style_axes, style_legend
 
 
-class LossPlot(FigureCanvasQTAgg):
+class LossPlot(ThemedCanvas):
     """Training loss per step and validation loss per epoch, against (fractional) epoch."""
 
     def __init__(self, height_px: int = 170) -> None:
-        self.figure = Figure(figsize=(3.2, 1.8), dpi=90, layout="constrained")
-        super().__init__(self.figure)
-        self.setMinimumHeight(height_px)
+        super().__init__(height_px)
+        self.setToolTip("loss per training step (blue) and on the corrected B-scans after each epoch (orange)")
         self.ax = self.figure.add_subplot(111)
         self.steps_x: list[float] = []
         self.steps_y: list[float] = []
@@ -23,11 +21,11 @@ class LossPlot(FigureCanvasQTAgg):
         self._style()
 
     def _style(self) -> None:
-        self.ax.set_xlabel("epoch", fontsize=8)
-        self.ax.set_ylabel("loss", fontsize=8)
-        self.ax.tick_params(labelsize=7)
-        self.ax.grid(alpha=0.3)
-        self.ax.legend(fontsize=7, loc="upper right")
+        self.ax.set_xlabel("epoch")
+        self.ax.set_ylabel("loss")
+        style_axes(self.figure, self.ax, self.colors)
+        self.ax.grid(alpha=0.25, color=self.colors["text"])
+        style_legend(self.ax.legend(fontsize=7, loc="upper right"), self.colors)
 
     def clear(self) -> None:
         """Forget all points (a new run starts)."""

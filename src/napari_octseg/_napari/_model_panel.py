@@ -1,11 +1,12 @@
 """What the dock widgets that run a model on an image layer share (Segment layers, Explain).
 
 :class:`ModelJobWidget` lays out, top to bottom: the image chooser (following the layer list), the
-model chooser (bundled default or a checkpoint file, with a line saying what will be used, or that the
-bundled model is missing), the subclass's own options, the device, an optional batch size, the run
-button, a progress bar, Cancel and a status line, then the subclass's result widgets. It checks the
-choices before starting (errors become one notification and start nothing), runs the subclass's job
-in a worker thread and hands its result back on the GUI thread.
+model chooser (bundled default, the models of the user's model library by name, or a checkpoint file,
+with a line saying what will be used, or that the bundled model is missing), the subclass's own
+options, the device, an optional batch size, the run button, the job runner's progress bar, Cancel and
+status line, then the subclass's result widgets. It checks the choices before starting (errors become
+one notification and start nothing) and runs the subclass's job through the docks' one
+:class:`~napari_octseg._napari._runner.JobRunner`.
 
 :func:`model_info_text` and :func:`checked_model_spec` are the model chooser's logic on its own, for
 widgets that lay out their model rows differently.
@@ -18,17 +19,30 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox, Widget
+from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox, Widget
+from psygnal import SignalInstance
 
 from ..core.errors import CheckpointError, OctsegError
 from ..core.progress import Progress
 from ..models.device import DEVICE_CHOICES, select_device
+from ..models.library import library_dir, library_models
 from ..models.registry import bundled_path
 from . import _common
 from ._common import Image
+from ._dock import ScrollDock
+from ._runner import JobRunner
 
 DEFAULT_CHOICE = "bundled default"
 FILE_CHOICE = "checkpoint file"
+#: Emitted when a model is added to the model library: every model chooser re-reads it.
+library_changed = SignalInstance(name="library_changed")
+#: Prefix of a library model in the model chooser ("library: <name>").
+LIBRARY_PREFIX = "library: "
+
+
+def model_choices() -> list[str]:
+    """The model chooser's entries: the bundled default, each library model, a checkpoint file."""
+    return [DEFAULT_CHOICE, *(LIBRARY_PREFIX + name for name in library_models()), FILE_CHOICE]
 
 
 def model_info_text(choice: str, checkpoint: str | Path | None) -> str:
@@ -38,6 +52,9 @@ def model_info_text(choice: str, checkpoint: str | Path | None) -> str:
         if path.is_file():
             return f"bundled model: {path.name}"
         return f"The bundled default model ({path.name}) is not installed.\nChoose 'checkpoint file' instead."
+    if choice.startswith(LIBRARY_PREFIX):
+        found = library_models().get(choice[len(LIBRARY_PREFIX) :])
+        return f"library model: {found}" if found is not None else f"{choice}: no longer in {library_dir()}"
     path = Path(checkpoint) if checkpoint else None
     return f"model file: {path.name}" if path is not None and path.is_file() else "Choose a checkpoint (.pt) file."
 
@@ -50,23 +67,31 @@ def checked_model_spec(choice: str, checkpoint: str | Path | None) -> str | None
                 f"the bundled default model ({bundled_path().name}) is not installed; choose a checkpoint file"
             )
         return None
+    if choice.startswith(LIBRARY_PREFIX):
+        name = choice[len(LIBRARY_PREFIX) :]
+        found = library_models().get(name)
+        if found is None:
+            raise CheckpointError(f"model {name!r} is no longer in the model library {library_dir()}")
+        return str(found)
     spec = str(checkpoint)
     if not Path(spec).is_file():
         raise CheckpointError(f"{spec}: no such model file")
     return spec
 
 
-class ModelJobWidget(Container):
+class ModelJobWidget(ScrollDock):
     """Base of a dock widget that runs a model on an image layer in a worker thread.
 
     Subclasses set :attr:`run_text`, :attr:`action` and :attr:`busy`, create their own option and
     result widgets before calling ``super().__init__``, and implement :meth:`_job` and
-    :meth:`_show_result`; they may override :meth:`_check_options`, :meth:`_progress_text`,
-    :meth:`_offers_image` and :meth:`_layer_removed`.
+    :meth:`_show_result` (which returns the status line); they may override :meth:`_check_options`,
+    :meth:`_progress_text`, :meth:`_offers_image` and :meth:`_layer_removed`.
     """
 
     #: Text of the run button.
     run_text = "Run"
+    #: Tooltip of the run button.
+    run_tooltip = "run on the chosen image in the background (Cancel stops it)"
     #: Verb of the "no image layer to ..." message.
     action = "process"
     #: Status while running: "<busy> <image>...".
@@ -81,31 +106,56 @@ class ModelJobWidget(Container):
         batch_size: int | None = None,
     ) -> None:
         self._viewer = viewer
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.model_choice = ComboBox(label="model", choices=[DEFAULT_CHOICE, FILE_CHOICE], value=DEFAULT_CHOICE)
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pt", visible=False)
+        self.image = ComboBox(label="image", choices=self._image_choices, tooltip="the OCT image layer to use")
+        self.model_choice = ComboBox(
+            label="model",
+            choices=lambda _w=None: model_choices(),
+            value=DEFAULT_CHOICE,
+            tooltip="the bundled model, a model you fine-tuned (model library), or a checkpoint (.pt) file",
+        )
+        self.checkpoint = FileEdit(
+            label="checkpoint", mode="r", filter="*.pt", visible=False, tooltip="a model checkpoint file (.pt)"
+        )
         self.model_info = Label(value="")
-        self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
-        self.batch_size = None if batch_size is None else SpinBox(label="batch size", value=batch_size, min=1, max=256)
-        self.run_button = PushButton(text=self.run_text)
-        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.model_info.native.setWordWrap(True)
+        self.device = ComboBox(
+            label="device",
+            choices=list(DEVICE_CHOICES),
+            value="auto",
+            tooltip="auto = CUDA GPU, then Apple MPS, then CPU",
+        )
+        self.batch_size = (
+            None
+            if batch_size is None
+            else SpinBox(
+                label="batch size",
+                value=batch_size,
+                min=1,
+                max=256,
+                tooltip="B-scans per forward pass: larger is faster on a GPU and needs more memory",
+            )
+        )
+        self.run_button = PushButton(text=self.run_text, tooltip=self.run_tooltip)
+        self.runner = JobRunner(run_buttons=[self.run_button], cancel_text="cancelled: no layer added")
+        self.progress, self.cancel_button, self.status = (
+            self.runner.progress,
+            self.runner.cancel_button,
+            self.runner.status,
+        )
         model_rows = [self.model_choice, self.checkpoint, self.model_info]
         run_rows = [self.device, *([self.batch_size] if self.batch_size is not None else [])]
-        controls = [self.run_button, self.progress, self.cancel_button, self.status]
+        controls = [self.run_button, *self.runner.widgets()]
         super().__init__(widgets=[self.image, *model_rows, *options, *run_rows, *controls, *results])
-        self._worker: Any = None
-        self._cancel_requested = False
         self.model_choice.changed.connect(self._update_model_info)
         self.checkpoint.changed.connect(self._update_model_info)
         self.run_button.changed.connect(self.start)
-        self.cancel_button.changed.connect(self.cancel)
+        library_changed.connect(self.refresh_models)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         for layer in viewer.layers:
             layer.events.name.connect(self._refresh_images)
         self._update_model_info()
+        self.compact()
 
     # -- what subclasses provide -----------------------------------------------------------------
 
@@ -115,8 +165,8 @@ class ModelJobWidget(Container):
         """A no-argument callable returning the progress generator to run (e.g. a ``partial``)."""
         raise NotImplementedError
 
-    def _show_result(self, payload: Any) -> None:
-        """Add the job's result to the viewer (GUI thread)."""
+    def _show_result(self, payload: Any) -> str | None:
+        """Add the job's result to the viewer (GUI thread); return the status line."""
         raise NotImplementedError
 
     def _check_options(self) -> None:
@@ -151,11 +201,13 @@ class ModelJobWidget(Container):
             self._layer_removed(event.value)
         self._refresh_images()
 
-    def _model_spec(self) -> str | None:
-        """``None`` for the bundled default, else the chosen checkpoint path."""
-        if self.model_choice.value == DEFAULT_CHOICE:
-            return None
-        return str(self.checkpoint.value)
+    def refresh_models(self) -> None:
+        """Re-read the model library into the model chooser (e.g. after fine-tuning saved a model)."""
+        try:
+            self.model_choice.reset_choices()
+            self._update_model_info()
+        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
+            library_changed.disconnect(self.refresh_models)
 
     def _update_model_info(self, _value: Any = None) -> None:
         self.checkpoint.visible = self.model_choice.value == FILE_CHOICE
@@ -165,7 +217,11 @@ class ModelJobWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self.runner.running
+
+    @property
+    def _worker(self) -> Any:
+        return self.runner.worker
 
     def start(self, _value: Any = None) -> None:
         """Start the job on the chosen image layer (no-op while a run is in progress)."""
@@ -182,41 +238,16 @@ class ModelJobWidget(Container):
             # through the module, so a replaced _common.report_error (tests) sees it
             _common.report_error(exc)
             return
-        self._cancel_requested = False
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = f"{self.busy} {layer.name}..."
-        self._worker = _common.start_worker(
-            self._job(layer, spec, self._cancel_is_requested),
-            on_yield=self._on_progress,
+        self.runner.start(
+            self._job(layer, spec, self.runner.cancel_requested),
+            busy=f"{self.busy} {layer.name}...",
             on_return=self._on_result,
-            on_finish=self._on_finish,
+            progress_text=self._progress_text,
         )
-
-    def _cancel_is_requested(self) -> bool:
-        return self._cancel_requested
 
     def cancel(self, _value: Any = None) -> None:
         """Ask the running job to stop at its next B-scan or batch (no layer is added)."""
-        if self.running:
-            self._cancel_requested = True
-            self.status.value = "cancelling..."
+        self.runner.cancel()
 
-    def _on_progress(self, event: Any) -> None:
-        if isinstance(event, Progress):
-            self.progress.max = max(event.total, 1)
-            self.progress.value = event.done
-            self.status.value = self._progress_text(event)
-
-    def _on_result(self, payload: Any) -> None:
-        if payload is None:  # the worker was aborted: nothing to add
-            return
-        self._show_result(payload)
-
-    def _on_finish(self) -> None:
-        self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        if self._cancel_requested:
-            self.status.value = "cancelled: no layer added"
+    def _on_result(self, payload: Any) -> str | None:
+        return self._show_result(payload)

@@ -9,6 +9,7 @@ weights) as CSV. The **question** is what each class's score is taken over: its 
 whole B-scan, or a region (Seg-Grad-CAM): the selected rectangle/polygon of a Shapes layer, or the pixels
 of one label value (under the cursor, or chosen) of a Labels layer, in the B-scan on screen. A line under
 the layer choice says what the map at that layer is (at the paper's layers: a rescaled class-score map).
+Heatmap layers are named ``Grad-CAM <class> · <image>`` (class first, so a narrow layer list keeps it).
 Labels layers over the same image are hidden while heatmaps are
 shown (their bright colours would swamp the additive heatmap) and come back when **labels under heatmaps**
 is ticked; their data are never touched. Errors become one notification and add no layer.
@@ -32,7 +33,7 @@ from ..explain import GradCamResult, gradcam
 from ..explain.export import write_table
 from ..explain.layers import DEFAULT_LAYER, LAYER_DESCRIPTIONS, describe_layer
 from ..models.registry import load_model
-from ._common import Image, unique_layer_name, volume_from_layer
+from ._common import Image, short_name, unique_layer_name, volume_from_layer
 from ._explain_region import QUESTIONS, REGION_QUESTIONS, region_from_layers
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
@@ -68,23 +69,36 @@ def _gradcam_job(
 
 
 def heatmap_layer_name(class_name: str, image_name: str) -> str:
-    """``Grad-CAM <class> (<image>)``."""
-    return f"Grad-CAM {class_name} ({image_name})"
+    """``Grad-CAM <class> · <image without extension>``, e.g. ``Grad-CAM EZ+OS · Subject_07``."""
+    return f"Grad-CAM {class_name} · {short_name(image_name)}"
 
 
 class ExplainWidget(ModelJobWidget):
     """Per-class Grad-CAM heatmaps of an OCT image layer, as colour-mapped image layers."""
 
     run_text = "Explain (Grad-CAM)"
+    run_tooltip = "compute one Grad-CAM heatmap layer per chosen class (the image and labels are never changed)"
     action = "explain"
     busy = "explaining"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         class_choices = [(f"{i} {name}", i) for i, name in enumerate(CLASS_NAMES)]
-        self.classes = Select(label="classes", choices=class_choices, value=list(SCORED_CLASSES))
+        #: Heatmap layers of the latest run, by class name.
+        self.heatmap_layers: dict[str, Image] = {}
+        self.classes = Select(
+            label="classes",
+            choices=class_choices,
+            value=list(SCORED_CLASSES),
+            tooltip="classes to explain, one heatmap layer each (Ctrl/Shift-click for several)",
+        )
         # tall enough for the 10 classes without a scroll bar, no taller
         self.classes.native.setFixedHeight(10 * self.classes.native.sizeHintForRow(0) + 6)
-        self.conv_layer = ComboBox(label="conv layer", choices=LAYER_CHOICES, value=DEFAULT_LAYER)
+        self.conv_layer = ComboBox(
+            label="conv layer",
+            choices=LAYER_CHOICES,
+            value=DEFAULT_LAYER,
+            tooltip="the network layer whose activations are weighted (coarser levels: blurrier, more context)",
+        )
         self.layer_note = Label(value=describe_layer(DEFAULT_LAYER))
         self.layer_note.native.setWordWrap(True)
         self.target = ComboBox(label="question", choices=QUESTIONS, value="predicted")
@@ -96,11 +110,26 @@ class ExplainWidget(ModelJobWidget):
         #: The latest result, for Save table.
         self.result: GradCamResult | None = None
         self._result_image = ""
-        self.show_class = ComboBox(label="show", choices=[], enabled=False)
-        self.show_labels = CheckBox(text="labels under heatmaps", value=False, enabled=False)
+        # choices from the latest run (a callable: napari resets every dock's choices on each layer change)
+        self.show_class = ComboBox(
+            label="show",
+            choices=lambda _w=None: list(self.heatmap_layers),
+            enabled=False,
+            tooltip="the class whose heatmap layer is visible (the others are hidden, not removed)",
+        )
+        self.show_labels = CheckBox(
+            text="labels under heatmaps",
+            value=False,
+            enabled=False,
+            tooltip="show the Labels layers that were hidden so the heatmap is not swamped (their data never change)",
+        )
+
         #: Labels layers this widget hid, to show again (only their visibility is changed).
         self._hidden_labels: list[napari.layers.Labels] = []
-        self.table = Table(value={"data": [], "columns": list(TABLE_COLUMNS)})
+        self.table = Table(
+            value={"data": [], "columns": list(TABLE_COLUMNS)},
+            tooltip="per class: mean of its [0, 1] heatmap, and its peak relative to the strongest class",
+        )
         self.table.read_only = True
         # magicgui's delegate shows numbers below 0.1 as 2.600e-02; the plain one shows our text
         self._plain_cells = QStyledItemDelegate(self.table.native)
@@ -166,8 +195,9 @@ class ExplainWidget(ModelJobWidget):
     def _progress_text(self, event: Progress) -> str:
         return f"Grad-CAM: B-scan {event.done}/{event.total}"
 
-    def _show_result(self, payload: tuple[Image, GradCamResult]) -> None:
+    def _show_result(self, payload: tuple[Image, GradCamResult]) -> str:
         self.add_heatmap_layers(*payload)
+        return str(self.status.value)
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -206,7 +236,7 @@ class ExplainWidget(ModelJobWidget):
             )
         self.heatmap_layers = layers
         self.show_class.changed.disconnect(self._show_selected)
-        self.show_class.choices = list(result.class_names)
+        self.show_class.reset_choices()
         self.show_class.value = shown
         self.show_class.changed.connect(self._show_selected)
         self.show_class.enabled = True

@@ -2,25 +2,24 @@
 
 The widget reads the image and the corrected Labels layer, works out which B-scans were corrected
 (those differing from the automatic result kept in the layer's metadata, or a list the user types),
-runs :func:`napari_octseg.learning.finetune.finetune` in a worker with a live loss curve, and then
+runs :func:`napari_octseg.learning.finetune.finetune` through the docks' job runner with a live loss
+curve, saves the new model under the name the user typed in the model library (a folder shown in the
+dock; the Segment and Explain docks and ``octseg segment --model NAME`` list and use it), and then
 offers to segment the remaining B-scans with the new model into a NEW Labels layer. The corrected
-layer is only ever read.
+layer is only ever read; it defaults to the latest layer the Segment dock made.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Generator
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt
 
 from ..core.errors import InputError, OctsegError
 from ..core.volume import OctVolume
@@ -36,32 +35,21 @@ from ..learning.finetune import (
     parse_bscans,
 )
 from ..models.device import DEVICE_CHOICES
-from ._common import (
-    Image,
-    Labels,
-    labels_layer_kwargs,
-    report_error,
-    start_worker,
-    unique_layer_name,
-    volume_from_layer,
-)
+from ..models.library import default_model_name, library_dir, library_path, model_name
+from . import _common
+from ._common import Image, Labels, labels_layer_kwargs, short_name, unique_layer_name, volume_from_layer
+from ._dock import ScrollDock
 from ._loss_plot import LossPlot
-from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, checked_model_spec, model_info_text
-from .segment_widget import AUTO_LABELS_KEY
-
-
-def default_output_path(stem: str = "finetuned") -> Path:
-    """A new checkpoint path in the user's cache folder (never inside the package)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = cache / "napari-octseg" / "finetuned"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") or "finetuned"
-    name = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    path = folder / f"{name}.pt"
-    k = 2
-    while path.exists():
-        path = folder / f"{name}-{k}.pt"
-        k += 1
-    return path
+from ._model_panel import (
+    DEFAULT_CHOICE,
+    FILE_CHOICE,
+    checked_model_spec,
+    library_changed,
+    model_choices,
+    model_info_text,
+)
+from ._runner import JobRunner
+from .segment_widget import AUTO_LABELS_KEY, SEGMENTATION_KEY
 
 
 def corrected_bscans(layer: Labels) -> list[int] | None:
@@ -73,38 +61,52 @@ def corrected_bscans(layer: Labels) -> list[int] | None:
     return edited_or_none(np.asarray(layer.data), layer.metadata.get(AUTO_LABELS_KEY))
 
 
-def _relay(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
-    """Re-yield ``gen``; ``partial(_relay, gen)`` is a generator function, as napari's worker needs."""
-    return (yield from gen)
+def _segmented(layer: Any) -> bool:
+    """Whether ``layer`` is a Labels layer the Segment dock made (it carries the automatic-result record)."""
+    return isinstance(layer, Labels) and AUTO_LABELS_KEY in layer.metadata
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(ScrollDock):
     """Fine-tune the segmentation model on corrected B-scans, then re-segment the rest."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.worker: Any = None
-        self._cancel_requested = False
         self.new_model: Any = None
         self.new_checkpoint: Path | None = None
         self.used_bscans: list[int] = []
 
-        self.image_combo = ComboBox(label="image", choices=self._image_choices)
-        self.labels_combo = ComboBox(label="corrected labels", choices=self._labels_choices)
+        self.image_combo = ComboBox(label="image", choices=self._image_choices, tooltip="the OCT image layer")
+        self.labels_combo = ComboBox(
+            label="labels",
+            choices=self._labels_choices,
+            tooltip="the Labels layer you corrected (default: the latest one Segment layers made); only read",
+        )
         self.bscans_edit = LineEdit(
             label="B-scans", tooltip="0-based B-scan indices to learn from, e.g. 0, 5, 9 or 3-6"
         )
         self.detected_label = Label(label="", value="")
-        self.detect_btn = PushButton(text="Detect corrected")
-        self.current_btn = PushButton(text="Add current B-scan")
-        self.base_combo = ComboBox(label="base model", choices=[DEFAULT_CHOICE, FILE_CHOICE], value=DEFAULT_CHOICE)
-        self.base_file = FileEdit(label="checkpoint", mode="r", filter="*.pt", visible=False)
+        self.detect_btn = PushButton(
+            text="Detect", tooltip="list the B-scans that differ from the automatic segmentation (corrected ones)"
+        )
+        self.current_btn = PushButton(text="Add shown", tooltip="add the B-scan shown in the viewer to the list")
+        self.base_combo = ComboBox(
+            label="base model",
+            choices=lambda _w=None: model_choices(),
+            value=DEFAULT_CHOICE,
+            tooltip="the model to start from: bundled, one from the model library, or a checkpoint file",
+        )
+        self.base_file = FileEdit(
+            label="checkpoint", mode="r", filter="*.pt", visible=False, tooltip="a model checkpoint file (.pt)"
+        )
         self.base_info = Label(label="", value=model_info_text(DEFAULT_CHOICE, None))
-        self.epochs_spin = SpinBox(label="epochs", min=1, max=500, value=DEFAULT_EPOCHS)
-        self.lr_edit = LineEdit(label="learning rate", value=f"{DEFAULT_LR:g}")
+        self.base_info.native.setWordWrap(True)
+        self.epochs_spin = SpinBox(
+            label="epochs", min=1, max=500, value=DEFAULT_EPOCHS, tooltip="passes over the corrected B-scans"
+        )
+        self.lr_edit = LineEdit(label="learning rate", value=f"{DEFAULT_LR:g}", tooltip="Adam learning rate, e.g. 1e-4")
         self.freeze_spin = SpinBox(
-            label="frozen-encoder epochs",
+            label="frozen epochs",
             min=0,
             max=500,
             value=DEFAULT_FREEZE_ENCODER_EPOCHS,
@@ -118,21 +120,46 @@ class FinetuneWidget(Container):
             "mixed in against forgetting",
         )
         self.self_replay_spin = SpinBox(
-            label="self-replay B-scans",
+            label="self-replay",
             min=0,
             max=1000,
             value=DEFAULT_SELF_REPLAY_BSCANS,
             tooltip="uncorrected B-scans of this volume, labelled by the base model, mixed in so the model "
             "keeps what it did right (0: off)",
         )
-        self.device_combo = ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
-        self.out_edit = FileEdit(label="save as", mode="w", filter="*.pt", value=default_output_path())
-        self.run_btn = PushButton(text="Fine-tune")
-        self.cancel_btn = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
-        self.status = Label(label="", value="")
-        self.keep_check = CheckBox(text="keep corrected B-scans as they are", value=True)
-        self.segment_btn = PushButton(text="Segment the rest with the new model", enabled=False)
+        self.device_combo = ComboBox(
+            label="device",
+            choices=list(DEVICE_CHOICES),
+            value="auto",
+            tooltip="auto = CUDA GPU, then Apple MPS, then CPU",
+        )
+        self.name_edit = LineEdit(
+            label="save as",
+            value="",
+            tooltip="name of the new model in the model library; Segment layers, Explain and "
+            "'octseg segment --model NAME' find it by this name",
+        )
+        self.library_label = Label(label="library", value="")
+        self.library_label.native.setWordWrap(True)
+        self.library_label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.run_btn = PushButton(text="Fine-tune", tooltip="train a new model from the corrected B-scans (a new file)")
+        self.runner = JobRunner(run_buttons=[self.run_btn], cancel_text="cancelled: nothing was written or added")
+        self.progress, self.cancel_btn, self.status = (
+            self.runner.progress,
+            self.runner.cancel_button,
+            self.runner.status,
+        )
+        self.keep_check = CheckBox(
+            text="keep corrected B-scans as they are",
+            value=True,
+            tooltip="copy the corrected B-scans into the new layer instead of re-segmenting them",
+        )
+        self.segment_btn = PushButton(
+            text="Segment the rest with the new model",
+            enabled=False,
+            tooltip="segment the other B-scans with the new model into a NEW Labels layer",
+        )
+        self.loss_plot = LossPlot()
         self.extend(
             [
                 self.image_combo,
@@ -149,28 +176,36 @@ class FinetuneWidget(Container):
                 self.replay_files,
                 self.self_replay_spin,
                 self.device_combo,
-                self.out_edit,
-                Container(widgets=[self.run_btn, self.cancel_btn], layout="horizontal", labels=False),
-                self.progress,
-                self.status,
+                self.name_edit,
+                self.library_label,
+                self.run_btn,
+                *self.runner.widgets(),
                 self.keep_check,
                 self.segment_btn,
             ]
         )
-        self.loss_plot = LossPlot()
-        self.native.layout().insertWidget(self.index(self.status) + 1, self.loss_plot)
+        self.content_layout().insertWidget(self.index(self.keep_check), self.loss_plot)
 
         self.labels_combo.changed.connect(self.detect_corrected)
+        self.image_combo.changed.connect(self._suggest_name)
         self.detect_btn.changed.connect(self.detect_corrected)
         self.current_btn.changed.connect(self.add_current_bscan)
         self.base_combo.changed.connect(self._base_changed)
         self.base_file.changed.connect(self._base_changed)
         self.run_btn.changed.connect(self.run)
-        self.cancel_btn.changed.connect(self.cancel)
         self.segment_btn.changed.connect(self.segment_rest)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self._layers_changed)
+        library_changed.connect(self._base_changed)
+        viewer.layers.events.inserted.connect(self._layer_inserted)
+        viewer.layers.events.removed.connect(self._layers_changed)
+        self._select_segmented()
+        self._suggest_name()
         self.detect_corrected()
+        self.compact()
+
+    @property
+    def worker(self) -> Any:
+        """The running job's worker, or ``None``."""
+        return self.runner.worker
 
     # ------------------------------------------------------------------ layer choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -182,9 +217,36 @@ class FinetuneWidget(Container):
     def _layers_changed(self, _event: Any = None) -> None:
         self.reset_choices()
 
+    def _layer_inserted(self, event: Any) -> None:
+        self.reset_choices()
+        if _segmented(event.value) and not _segmented(self.labels_combo.value):
+            self._select_segmented()
+
+    def _select_segmented(self) -> None:
+        """Choose the latest Labels layer the Segment dock made, and the image it was made from."""
+        made = [layer for layer in self.viewer.layers if _segmented(layer)]
+        if not made:
+            return
+        self.labels_combo.value = made[-1]
+        source = made[-1].metadata.get(SEGMENTATION_KEY, {}).get("image_layer")
+        if source in self.viewer.layers and isinstance(self.viewer.layers[source], Image):
+            self.image_combo.value = self.viewer.layers[source]
+
+    def _suggest_name(self, _value: Any = None) -> None:
+        """Default model name ``<image>-<date>`` (kept once the user typed one)."""
+        image = self.image_combo.value
+        if image is not None and (not self.name_edit.value or self.name_edit.value == getattr(self, "_suggested", "")):
+            self._suggested = default_model_name(short_name(image.name))
+            self.name_edit.value = self._suggested
+        self.library_label.value = str(library_dir())
+
     def _base_changed(self, _value: Any = None) -> None:
-        self.base_file.visible = self.base_combo.value == FILE_CHOICE
-        self.base_info.value = model_info_text(self.base_combo.value, self.base_file.value)
+        try:
+            self.base_combo.reset_choices()
+            self.base_file.visible = self.base_combo.value == FILE_CHOICE
+            self.base_info.value = model_info_text(self.base_combo.value, self.base_file.value)
+        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
+            library_changed.disconnect(self._base_changed)
 
     # ------------------------------------------------------------------ which B-scans
     def detect_corrected(self, _value: Any = None) -> list[int]:
@@ -213,7 +275,7 @@ class FinetuneWidget(Container):
         try:
             current = parse_bscans(self.bscans_edit.value, n)
         except OctsegError as exc:
-            report_error(exc)
+            _common.report_error(exc)
             return
         self.bscans_edit.value = format_bscans([*current, index])
 
@@ -240,8 +302,14 @@ class FinetuneWidget(Container):
         if not lr > 0:
             raise InputError("learning rate must be positive")
         base_spec = checked_model_spec(self.base_combo.value, self.base_file.value)
+        name = model_name(self.name_edit.value or default_model_name(short_name(image.name)))
+        out = library_path(name)
+        if out.exists():
+            raise InputError(
+                f"a model named {name!r} is already in the model library ({out.parent}); choose another name"
+            )
         base = load_model(base_spec, device="cpu")
-        out = check_out_path(self.out_edit.value, base, overwrite=False)
+        out = check_out_path(out, base, overwrite=False)
         paths = [p for p in (self.replay_files.value or ()) if str(p) not in ("", ".")]
         replay = load_replay(paths) if paths else None
         source = {"image_layer": image.name, "labels_layer": labels.name, "image_source": volume.meta.get("source")}
@@ -250,54 +318,45 @@ class FinetuneWidget(Container):
         )
 
     def run(self, _value: Any = None) -> None:
-        """Start fine-tuning in a worker (errors become one notification; nothing changes)."""
+        """Start fine-tuning in the background (errors become one notification; nothing changes)."""
         from ..learning.finetune import FinetuneOptions, finetune
 
-        if self.worker is not None:
+        if self.runner.running:
             return
         try:
             kw = self._inputs()
-        except OctsegError as exc:
-            report_error(exc)
-            return
-        self.used_bscans = kw["bscans"]
-        self.loss_plot.clear()
-        self.progress.value = 0
-        self.status.value = f"fine-tuning on B-scans {format_bscans(kw['bscans'])}..."
-        self._busy(True)
-        epochs, freeze, device = self.epochs_spin.value, self.freeze_spin.value, self.device_combo.value
-        self._cancel_requested = False
-        try:
             gen = finetune(
                 kw["volume"],
                 kw["labels"],
                 kw["bscans"],
                 kw["base"],
-                epochs=epochs,
+                epochs=self.epochs_spin.value,
                 lr=kw["lr"],
                 out_path=kw["out_path"],
-                freeze_encoder_epochs=freeze,
-                device=device,
+                freeze_encoder_epochs=self.freeze_spin.value,
+                device=self.device_combo.value,
                 replay=kw["replay"],
                 data_source=kw["data_source"],
                 options=FinetuneOptions(self_replay_bscans=self.self_replay_spin.value),
-                cancel=lambda: self._cancel_requested,
+                cancel=self.runner.cancel_requested,
             )
         except OctsegError as exc:
-            report_error(exc)
-            self._busy(False)
+            _common.report_error(exc)
             return
-        self.worker = start_worker(
-            partial(_relay, gen),
+        self.used_bscans = kw["bscans"]
+        self.loss_plot.clear()
+        self.segment_btn.enabled = False
+        self.runner.start(
+            gen,
+            busy=f"fine-tuning on B-scans {format_bscans(kw['bscans'])}...",
             on_yield=self._on_event,
             on_return=self._on_result,
             on_finish=self._on_finish,
         )
 
     def cancel(self, _value: Any = None) -> None:
-        if self.worker is not None:
-            self.status.value = "cancelling..."
-            self._cancel_requested = True
+        """Stop the running job at its next step (nothing is written or added)."""
+        self.runner.cancel()
 
     def _on_event(self, event: Any) -> None:
         total = max(1, event.n_epochs * event.n_steps)
@@ -310,27 +369,20 @@ class FinetuneWidget(Container):
             val = f", corrected B-scans {event.val_loss:.4f}" if event.val_loss is not None else ""
             self.status.value = f"epoch {event.epoch}/{event.n_epochs}: loss {event.train_loss:.4f}{val}"
 
-    def _on_result(self, result: Any) -> None:
+    def _on_result(self, result: Any) -> str:
         if result.checkpoint_path is None:
             show_warning(result.message)
-            self.status.value = result.message
-            return
-        self.new_model, self.new_checkpoint = result.model, result.checkpoint_path
-        self.status.value = f"saved {Path(result.checkpoint_path).name} (best epoch {result.best_epoch})"
+            return str(result.message)
+        self.new_model, self.new_checkpoint = result.model, Path(result.checkpoint_path)
         show_info(result.message)
-        self.out_edit.value = default_output_path(Path(result.checkpoint_path).stem.rsplit("-", 2)[0])
-        self.segment_btn.enabled = True
+        library_changed.emit()
+        self._suggested = ""
+        self.name_edit.value = ""
+        self._suggest_name()
+        return f"saved model '{self.new_checkpoint.stem}' in the library (best epoch {result.best_epoch})"
 
     def _on_finish(self) -> None:
-        self.worker = None
-        self._busy(False)
-        if self._cancel_requested:
-            self.status.value = "cancelled: nothing was written or added"
-
-    def _busy(self, busy: bool) -> None:
-        self.run_btn.enabled = not busy
-        self.segment_btn.enabled = not busy and self.new_model is not None
-        self.cancel_btn.enabled = busy
+        self.segment_btn.enabled = self.new_model is not None
 
     # ------------------------------------------------------------------ re-segmentation
     def segment_rest(self, _value: Any = None) -> None:
@@ -338,12 +390,12 @@ class FinetuneWidget(Container):
         from ..inference import segment
 
         image, labels = self.image_combo.value, self.labels_combo.value
-        if self.new_model is None or image is None or self.worker is not None:
+        if self.new_model is None or image is None or self.runner.running:
             return
         try:
             volume = volume_from_layer(image)
         except OctsegError as exc:
-            report_error(exc)
+            _common.report_error(exc)
             return
         keep = bool(self.keep_check.value) and labels is not None and np.size(labels.data) == np.prod(volume.shape)
         rest = [i for i in range(volume.n_bscans) if not (keep and i in self.used_bscans)]
@@ -359,13 +411,8 @@ class FinetuneWidget(Container):
         ref = labels if keep else image
         scale, translate, units, ndim = tuple(ref.scale), tuple(ref.translate), tuple(ref.units), ref.ndim
         kept = [i for i in range(volume.n_bscans) if i not in rest]
-        self.status.value = f"segmenting {len(rest)} B-scan(s) with the new model..."
-        self._busy(True)
 
-        def on_progress(p: Any) -> None:
-            self.progress.max, self.progress.value = max(1, p.total), p.done
-
-        def on_done(result: Any) -> None:
+        def on_done(result: Any) -> str:
             base[rest] = result.labels
             name = unique_layer_name(self.viewer, f"{image.name} labels (fine-tuned)")
             meta = {
@@ -377,13 +424,14 @@ class FinetuneWidget(Container):
             kwargs["translate"] = translate
             kwargs["units"] = units
             self.viewer.add_labels(base if ndim == 3 else base[0], **kwargs)
-            self.status.value = f"added layer {name!r}"
+            return f"added layer {name!r}"
 
-        self._cancel_requested = False
-        model, device = self.new_model, self.device_combo.value
-        self.worker = start_worker(
-            partial(_relay, segment(sub, model, device=device, cancel=lambda: self._cancel_requested)),
-            on_yield=on_progress,
+        self.segment_btn.enabled = False
+        cancel = self.runner.cancel_requested
+        self.runner.start(
+            partial(segment, sub, self.new_model, device=self.device_combo.value, cancel=cancel),
+            busy=f"segmenting {len(rest)} B-scan(s) with the new model...",
             on_return=on_done,
             on_finish=self._on_finish,
+            progress_text=lambda p: f"B-scan {p.done}/{p.total} with the new model",
         )

@@ -30,6 +30,7 @@ from ..models.device import select_device
 from ..models.memory import check_model_memory
 from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
+from ._legend import ClassLegend
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 
 __all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "SEGMENTATION_KEY", "SegmentWidget"]
@@ -67,6 +68,7 @@ class SegmentWidget(ModelJobWidget):
     """Segment the retinal layers of an OCT image layer into a new Labels layer."""
 
     run_text = "Segment layers"
+    run_tooltip = "segment the chosen image into a NEW Labels layer (existing layers are never changed)"
     action = "segment"
     busy = "segmenting"
 
@@ -84,7 +86,10 @@ class SegmentWidget(ModelJobWidget):
             tooltip="auto: the file's word, else detected; linear: raw reflectivity (shown as x**0.25); "
             "display: already compressed grey values",
         )
-        super().__init__(viewer, options=[self.scale_um, self.reflectivity], batch_size=4)
+        #: Class names and colours of the Labels layers this dock makes; its position is the end of the
+        #: dock, so rows added later (options above the run button, results below) keep the legend last.
+        self.legend = ClassLegend()
+        super().__init__(viewer, options=[self.scale_um, self.reflectivity], batch_size=4, results=[self.legend])
 
     def _check_options(self) -> None:
         parse_scale(self.scale_um.value, "scale")
@@ -105,8 +110,9 @@ class SegmentWidget(ModelJobWidget):
         info = event.info or {}
         return f"B-scan {event.done}/{event.total} on {info.get('device', '?')} (batch {info.get('batch_size', '?')})"
 
-    def _show_result(self, payload: tuple[Image, Any, SegmentationResult]) -> None:
+    def _show_result(self, payload: tuple[Image, Any, SegmentationResult]) -> str:
         self.add_labels_layer(*payload)
+        return str(self.status.value)
 
     def add_labels_layer(self, image: Image, loaded: Any, result: SegmentationResult) -> Any:
         """Add ``result`` as a new Labels layer aligned with ``image``; return the layer."""
@@ -132,6 +138,7 @@ class SegmentWidget(ModelJobWidget):
         name = unique_layer_name(self._viewer, f"{image.name} labels")
         kwargs = labels_layer_kwargs(name, result.class_names, scale=tuple(image.scale), metadata=metadata)
         kwargs["translate"] = tuple(image.translate)
+        kwargs["units"] = tuple(image.units)  # µm only when the image has them (no mixed-unit warning)
         new_layer = self._viewer.add_labels(labels, **kwargs)
         n = result.labels.shape[0]
         self.status.value = f"added '{name}': {n} B-scan(s) in {result.seconds:.1f} s on {result.device}"

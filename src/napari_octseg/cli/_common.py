@@ -29,7 +29,12 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="OCT files (any format octseg info reads)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
-    p.add_argument("--model", default=None, metavar="PATH", help="checkpoint file (default: the bundled model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH|NAME",
+        help="checkpoint file, or the name of a model in the model library (default: the bundled model)",
+    )
     p.add_argument(
         "--device",
         default="auto",

@@ -55,7 +55,9 @@ BOUNDARY_NAMES: tuple[str, ...] = (
     "BM",
 )
 
-#: RGBA colours (0-1) per class, for napari Labels layers and figures.
+#: RGBA colours (0-1) per class, for napari Labels layers and figures. Neighbouring layers differ in hue;
+#: EZ+OS (the thin bright band fluid often sits against) is near-white so that it never reads as fluid
+#: (magenta): every pair of coloured classes is at least 0.38 apart in RGB, EZ+OS and fluid 0.76 (were 0.42).
 CLASS_COLORS: dict[int, tuple[float, float, float, float]] = {
     0: (0.0, 0.0, 0.0, 0.0),
     1: (0.90, 0.10, 0.29, 1.0),
@@ -63,7 +65,7 @@ CLASS_COLORS: dict[int, tuple[float, float, float, float]] = {
     3: (1.00, 0.88, 0.10, 1.0),
     4: (0.00, 0.51, 0.78, 1.0),
     5: (0.96, 0.51, 0.19, 1.0),
-    6: (0.57, 0.12, 0.71, 1.0),
+    6: (0.96, 0.96, 0.96, 1.0),
     7: (0.27, 0.94, 0.94, 1.0),
     8: (0.0, 0.0, 0.0, 0.0),
     9: (0.94, 0.20, 0.90, 1.0),
