@@ -215,7 +215,7 @@ def test_region_from_a_shape_and_the_table_csv(
     widget.region_layer.value = shapes
     _run_and_wait(qtbot, widget)
     assert errors == []
-    heat = viewer.layers["Grad-CAM NFL (scan)"]
+    heat = viewer.layers["Grad-CAM NFL · scan"]
     assert heat.metadata[ew.GRADCAM_KEY]["target"] == "region"
     data = np.asarray(heat.data)
     assert data[1].max() > 0 and data[0].max() == 0 and data[2].max() == 0

@@ -101,8 +101,18 @@ class ExplainWidget(ModelJobWidget):
         )
         self.layer_note = Label(value=describe_layer(DEFAULT_LAYER))
         self.layer_note.native.setWordWrap(True)
-        self.target = ComboBox(label="question", choices=QUESTIONS, value="predicted")
-        self.region_layer = ComboBox(label="region layer", choices=self._region_layers, visible=False)
+        self.target = ComboBox(
+            label="question",
+            choices=QUESTIONS,
+            value="predicted",
+            tooltip="what each class's score is taken over: its predicted pixels, the whole B-scan, or a region",
+        )
+        self.region_layer = ComboBox(
+            label="region layer",
+            choices=self._region_layers,
+            visible=False,
+            tooltip="the Shapes layer (selected rectangle/polygon) or Labels layer that holds the region",
+        )
         self.label_value = SpinBox(label="label value", value=-1, min=-1, max=255, visible=False)
         self.label_value.tooltip = "-1: the label under the cursor when Explain is pressed"
         #: Region mask of the run being started (read from the layers in the GUI thread).
@@ -135,7 +145,9 @@ class ExplainWidget(ModelJobWidget):
         self._plain_cells = QStyledItemDelegate(self.table.native)
         self.table.native.setItemDelegate(self._plain_cells)
         self.table.visible = False
-        self.save_table_button = PushButton(text="Save table (CSV)...", visible=False)
+        self.save_table_button = PushButton(
+            text="Save table (CSV)...", visible=False, tooltip="the per-class table with feature-importance weights"
+        )
         #: Heatmap layers of the latest run, by class name.
         self.heatmap_layers: dict[str, Image] = {}
         super().__init__(
