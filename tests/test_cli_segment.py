@@ -29,7 +29,7 @@ def test_writes_labels_and_sidecar_per_input(tmp_path, oct_inputs, tiny_checkpoi
     code = main(["segment", *map(str, paths), "--out", str(out), "--model", str(tiny_checkpoint), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert _files(out) == sorted(
-        f"{stem}.labels.{ext}" for stem in ("vol", "bscan", "stack") for ext in ("tif", "json")
+        f"{stem}.{ext}" for stem in ("vol", "bscan", "stack") for ext in ("labels.tif", "labels.json", "qc.csv")
     )
     model = load_checkpoint(tiny_checkpoint)
     for path, shape in zip(paths, [(3, 40, 36), (1, 33, 47), (2, 32, 32)]):
@@ -63,7 +63,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, oct_inputs, tiny_checkpoin
     assert (out / "vol.labels.tif").read_bytes() == b"user's file"
     assert main([*args, "--force"]) == 0
     assert tifffile.imread(out / "vol.labels.tif").shape == (3, 40, 36)
-    assert _files(out) == ["vol.labels.json", "vol.labels.tif"]  # no temporary files left
+    assert _files(out) == ["vol.labels.json", "vol.labels.tif", "vol.qc.csv"]  # no temporary files left
 
 
 def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, oct_inputs, tiny_checkpoint, capsys):

@@ -30,6 +30,7 @@ from .core.volume import OctVolume
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
+from .quality.score import QualityAccumulator, QualityReport, reference_for_model
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
 _CHECK_CHUNK = 8
@@ -53,6 +54,12 @@ class SegmentationResult:
         The batch size finally used (smaller than requested after an out-of-memory back-off).
     class_names
         Name of each label value, from the checkpoint.
+    uncertainty
+        float16 (n_bscans, depth, width) per-pixel uncertainty in [0, 1] (normalised softmax entropy), or
+        ``None`` unless requested.
+    quality
+        Per-B-scan quality with reasons (:class:`~napari_octseg.quality.QualityReport`), or ``None`` unless
+        the uncertainty was requested.
     """
 
     labels: np.ndarray
@@ -61,6 +68,8 @@ class SegmentationResult:
     seconds: float
     batch_size: int
     class_names: tuple[str, ...] = ()
+    uncertainty: np.ndarray | None = None
+    quality: QualityReport | None = None
 
 
 def _as_source(volume: OctVolume | np.ndarray) -> tuple[np.ndarray, str]:
@@ -148,9 +157,12 @@ def inference_network(net: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _forward(
-    net: nn.Module, x: np.ndarray, device: torch.device, *, want_probabilities: bool
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Labels (and float16 probabilities) of normalised B-scans ``x`` (n, depth, width).
+    net: nn.Module, x: np.ndarray, device: torch.device, *, want_probabilities: bool, want_uncertainty: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
+    """Labels (and float16 probabilities, float16 uncertainty) of normalised B-scans ``x`` (n, depth, width).
+
+    The uncertainty is the softmax entropy divided by ``log C`` (:func:`napari_octseg.quality.pixel_uncertainty`),
+    computed from the same logits.
 
     Grad mode is switched off only inside this call, never across the generator's yields (which
     would leak into the caller's thread).
@@ -167,7 +179,12 @@ def _forward(
         logits = net(batch)[..., :height, :width].float()
         labels = logits.argmax(dim=1).to("cpu", torch.uint8).numpy()
         probs = torch.softmax(logits, dim=1).to("cpu", torch.float16).numpy() if want_probabilities else None
-        return labels, probs, int(logits.shape[1])
+        unc = None
+        if want_uncertainty:
+            logp = torch.log_softmax(logits, dim=1)
+            entropy = -(logp.exp() * logp).sum(dim=1) / float(np.log(max(2, logits.shape[1])))
+            unc = entropy.clamp_(0.0, 1.0).to("cpu", torch.float16).numpy()
+        return labels, probs, int(logits.shape[1]), unc
 
 
 def segment(
@@ -177,6 +194,7 @@ def segment(
     batch_size: int = 4,
     device: str | torch.device = "auto",
     return_probabilities: bool = False,
+    return_uncertainty: bool = False,
     cancel: Callable[[], bool] | None = None,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment every B-scan of ``volume`` into the checkpoint's classes.
@@ -197,6 +215,10 @@ def segment(
     return_probabilities
         Also return float16 softmax probabilities (n_bscans, n_classes, depth, width); this costs
         ``2 * n_classes`` bytes per voxel.
+    return_uncertainty
+        Also return the float16 per-pixel uncertainty (n_bscans, depth, width) (2 bytes per voxel) and the
+        per-B-scan quality (:mod:`napari_octseg.quality`), both computed batch by batch in the same pass.
+        The labels are the same either way.
     cancel
         Polled before each batch; when it returns ``True``, :class:`Cancelled` is raised.
 
@@ -229,6 +251,8 @@ def segment(
     n_classes = len(model.class_names)
     labels = np.empty((n, height, width), dtype=np.uint8)
     probabilities = np.empty((n, n_classes, height, width), dtype=np.float16) if return_probabilities else None
+    uncertainty = np.empty((n, height, width), dtype=np.float16) if return_uncertainty else None
+    accumulator = _quality_accumulator(volume, model) if return_uncertainty else None
 
     t0 = time.perf_counter()
     done = 0
@@ -240,7 +264,9 @@ def segment(
         x = normalize_bscans(_display_batch(data, reflectivity, done, stop), model.normalization)
         out_of_memory = False
         try:
-            batch_labels, batch_probs, n_out = _forward(net, x, dev, want_probabilities=probabilities is not None)
+            batch_labels, batch_probs, n_out, batch_unc = _forward(
+                net, x, dev, want_probabilities=probabilities is not None, want_uncertainty=return_uncertainty
+            )
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -261,6 +287,9 @@ def segment(
         labels[done:stop] = batch_labels
         if probabilities is not None:
             probabilities[done:stop] = batch_probs
+        if uncertainty is not None and accumulator is not None and batch_unc is not None:
+            uncertainty[done:stop] = batch_unc
+            accumulator.add(x, batch_labels, batch_unc)
         done = stop
         yield Progress(done, n, "segmenting", {"batch_size": batch_size, "device": str(dev)})
     return SegmentationResult(
@@ -270,7 +299,18 @@ def segment(
         seconds=time.perf_counter() - t0,
         batch_size=batch_size,
         class_names=tuple(model.class_names),
+        uncertainty=uncertainty,
+        quality=accumulator.report() if accumulator is not None else None,
     )
+
+
+def _quality_accumulator(volume: OctVolume | np.ndarray, model: LoadedModel) -> QualityAccumulator:
+    """Quality bookkeeping for ``volume``: the network sees each B-scan at the volume's own spacing."""
+    reference = reference_for_model(model.training)
+    scale = volume.scale_um if isinstance(volume, OctVolume) else None
+    if scale is None or scale[1] <= 0 or scale[2] <= 0:
+        return QualityAccumulator(reference.spacing_um[0], None, reference)
+    return QualityAccumulator(scale[1], (scale[1], scale[2]), reference)
 
 
 def bscan_hashes(labels: np.ndarray) -> list[str]:

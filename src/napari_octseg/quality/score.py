@@ -116,6 +116,26 @@ DEFAULT_REFERENCE = QualityReference(
 )
 
 
+def reference_for_model(training: dict | None, base: QualityReference | None = None) -> QualityReference:
+    """The reference for a checkpoint: :data:`DEFAULT_REFERENCE` at the pixel spacing it was trained at.
+
+    The spacing is read from the checkpoint's training record, ``pixel_spacing_um`` (or ``spacing_um``):
+    ``[axial, lateral]`` or ``[z, axial, lateral]`` in µm; without it the Duke training spacing is kept.
+    """
+    reference = base or DEFAULT_REFERENCE
+    record = training or {}
+    spacing = record.get("pixel_spacing_um", record.get("spacing_um"))
+    if isinstance(spacing, dict):
+        spacing = [spacing.get("axial"), spacing.get("lateral")]
+    try:
+        values = [float(v) for v in spacing][-2:] if spacing is not None else []
+    except (TypeError, ValueError):
+        values = []
+    if len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values):
+        return reference.with_spacing((values[0], values[1]))
+    return reference
+
+
 @dataclass
 class QualityReport:
     """Per-B-scan quality of a segmentation.
@@ -279,14 +299,54 @@ def warning_line(report: QualityReport, name: str = "") -> str | None:
     return f"{prefix}{noun} {shown} of {n} {kind}: {why}; check before using their thickness"
 
 
+class QualityAccumulator:
+    """Collects per-batch statistics during segmentation and turns them into a :class:`QualityReport`.
+
+    Parameters
+    ----------
+    axial_um
+        Axial spacing of the labels' grid in µm (the model's when the volume's is unknown).
+    network_spacing_um
+        (axial, lateral) spacing of the B-scans as the network saw them, or ``None`` when unknown.
+    reference
+        The model's reference.
+    """
+
+    def __init__(
+        self,
+        axial_um: float,
+        network_spacing_um: tuple[float, float] | None,
+        reference: QualityReference = DEFAULT_REFERENCE,
+    ) -> None:
+        self.axial_um = float(axial_um)
+        self.network_spacing_um = network_spacing_um
+        self.reference = reference
+        self._parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, images: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray) -> None:
+        """Measure one batch: normalised network input, labels and uncertainty (n, depth, width)."""
+        from .stats import bscan_statistics
+
+        self._parts.append(
+            bscan_statistics(images, labels, uncertainty, self.axial_um, self.reference.layer_thickness_um)
+        )
+
+    def report(self) -> QualityReport:
+        """The quality of every B-scan added so far."""
+        stats = {k: np.concatenate([p[k] for p in self._parts]) if self._parts else np.zeros(0) for k in STATISTICS}
+        return quality_from_statistics(stats, self.network_spacing_um, self.reference)
+
+
 __all__ = [
     "DEFAULT_REFERENCE",
+    "QualityAccumulator",
     "QualityReference",
     "QualityReport",
     "REASON_PENALTY",
     "Rule",
     "correction_candidates",
     "quality_from_statistics",
+    "reference_for_model",
     "spacing_deviation",
     "warning_line",
 ]
