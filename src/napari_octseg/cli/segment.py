@@ -63,12 +63,11 @@ def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) ->
     """Segment one input and write its outputs; return the summary line."""
     from ..core.progress import tqdm_drain
     from ..inference import labels_sidecar, segment
-
     from ..quality.score import warning_line
 
     suffixes = (LABELS_SUFFIX, SIDECAR_SUFFIX, QC_SUFFIX) + ((UNCERTAINTY_SUFFIX,) if args.uncertainty else ())
     targets = output_paths(path, out_dir, suffixes, args.force)
-    tif_path, json_path = targets[0], targets[1]
+    tif_path = targets[0]
     volume = read_input(path)
     gen = segment(volume, loaded, batch_size=args.batch_size, device=args.device, return_uncertainty=True)
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)

@@ -205,7 +205,8 @@ def quality_from_statistics(
     Parameters
     ----------
     statistics
-        Each name of :data:`STATISTICS` -> float (n_bscans,) (e.g. :func:`~napari_octseg.quality.stats.bscan_statistics`).
+        Each name of :data:`STATISTICS` -> float (n_bscans,), as
+        :func:`~napari_octseg.quality.stats.bscan_statistics` returns.
     spacing_um
         (axial, lateral) spacing of the B-scans *as the network saw them*, µm; ``None`` when unknown (no
         penalty: the caller says that the scale is unknown).
