@@ -62,15 +62,24 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return values
 
 
+def _read_sidecar(path: Path) -> dict:
+    """The JSON sidecar ``octseg segment`` writes beside ``<stem>.labels.tif`` (empty when absent)."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{sidecar}: not a readable labels sidecar ({exc})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{sidecar}: not a readable labels sidecar (not a JSON object)")
+    return info
+
+
 def _sidecar_scale(path: Path) -> tuple[float, float, float] | None:
     """``scale_um`` from the JSON sidecar ``octseg segment`` writes beside ``<stem>.labels.tif``."""
     sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        scale = json.loads(sidecar.read_text(encoding="utf-8")).get("scale_um")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{sidecar}: not a readable labels sidecar ({exc})") from None
+    scale = _read_sidecar(path).get("scale_um")
     if scale is None:
         return None
     if not (isinstance(scale, list) and len(scale) == 3 and all(isinstance(s, (int, float)) for s in scale)):
@@ -144,8 +153,15 @@ def run(args: argparse.Namespace) -> int:
             hint = "pass --scale or --image" if scale is None else "pass --laterality OD|OS"
             raise InputError(f"ETDRS not applicable: {reason}; {hint}")
     report = tqdm_drain(analyse(labels, scale, laterality, pattern, fovea=fovea), desc="thickness", disable=args.quiet)
+    quality = None
+    if args.input.suffix.lower() in LABEL_SUFFIXES:  # the segmentation's quality, from its sidecar
+        from ..quality.report import quality_from_sidecar
+
+        quality = quality_from_sidecar(_read_sidecar(args.input), labels.shape[0])
     try:
-        written = export_csv(report, args.csv, args.etdrs, volume_name=args.input.stem, force=args.force)
+        written = export_csv(
+            report, args.csv, args.etdrs, volume_name=args.input.stem, force=args.force, quality=quality
+        )
     except OSError as exc:
         raise OctsegError(f"cannot write the CSV: {exc}") from None
     if not args.quiet:

@@ -13,6 +13,10 @@ CSV layout: two files, both with a header row, missing values left empty.
 * sectors: ``layer,sector,mean_um,volume_mm3,n_ascans,coverage`` (``mean_px`` when unscaled): the
   ETDRS or TSNIT sectors plus the ``total`` (6 mm disc) and ``scan`` (every measured A-scan) rows.
   ``coverage`` (0-1) explains NaN means: the sector was measured less than the required fraction.
+
+When the segmentation's per-B-scan quality is known (:mod:`napari_octseg.quality`), both files get a last
+column ``quality``: in the per-A-scan file the quality (0-1) of the row's B-scan, in the sector file the
+mean quality of the volume's B-scans, so rows from B-scans that should not be trusted can be filtered.
 """
 
 from __future__ import annotations
@@ -204,31 +208,54 @@ def _fmt(values: np.ndarray, decimals: int) -> list[str]:
     return np.where(np.isfinite(values), text, "").tolist()
 
 
-def ascan_csv_text(thickness: ThicknessMaps, volume_name: str) -> str:
-    """Per-A-scan long-format CSV (header ``volume,bscan,ascan,layer,thickness_<unit>``)."""
+def _check_quality(quality: np.ndarray | None, n_bscans: int) -> np.ndarray | None:
+    if quality is None:
+        return None
+    q = np.asarray(quality, dtype=np.float64).reshape(-1)
+    if q.shape != (n_bscans,):
+        raise InputError(f"quality must have one value per B-scan ({n_bscans}); got {q.shape[0]}")
+    return q
+
+
+def ascan_csv_text(thickness: ThicknessMaps, volume_name: str, quality: np.ndarray | None = None) -> str:
+    """Per-A-scan long-format CSV (header ``volume,bscan,ascan,layer,thickness_<unit>[,quality]``).
+
+    ``quality``: float (n_bscans,) per-B-scan quality in [0, 1], or ``None`` (no column).
+    """
     if "," in volume_name or "\n" in volume_name or '"' in volume_name:
         volume_name = '"' + volume_name.replace('"', '""') + '"'
     n, width = thickness.shape
     stack = np.stack([thickness.maps[name] for name in THICKNESS_LAYERS], axis=-1)  # (n, W, L)
     values = _fmt(stack.reshape(-1), 3)
     n_layers = len(THICKNESS_LAYERS)
+    q = _check_quality(quality, n)
+    suffix = [""] * n if q is None else ["," + v for v in _fmt(q, 4)]
     out = io.StringIO()
-    out.write(f"volume,bscan,ascan,layer,thickness_{thickness.unit}\n")
+    out.write(f"volume,bscan,ascan,layer,thickness_{thickness.unit}" + ("" if q is None else ",quality") + "\n")
     prefixes = [f"{volume_name},{b},{a}," for b in range(n) for a in range(width)]
     layer_cells = [f"{name}," for name in THICKNESS_LAYERS]
     for p, prefix in enumerate(prefixes):
         base = p * n_layers
+        end = suffix[p // width] + "\n"
         for li in range(n_layers):
-            out.write(prefix + layer_cells[li] + values[base + li] + "\n")
+            out.write(prefix + layer_cells[li] + values[base + li] + end)
     return out.getvalue()
 
 
-def sector_csv_text(table: SectorTable) -> str:
-    """Sector CSV (header ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage``)."""
-    lines = [f"layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"]
+def sector_csv_text(table: SectorTable, quality: np.ndarray | None = None) -> str:
+    """Sector CSV (header ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage[,quality]``).
+
+    ``quality``: float (n_bscans,) per-B-scan quality; the column holds its mean (the volume's summary).
+    """
+    header = f"layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"
+    end = ""
+    if quality is not None and np.size(quality):
+        header += ",quality"
+        end = "," + _fmt(np.array([np.mean(np.asarray(quality, dtype=np.float64))]), 4)[0]
+    lines = [header]
     for r in table.rows:
         mean, vol, cov = _fmt(np.array([r.mean, r.volume_mm3, r.coverage]), 6)
-        lines.append(f"{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}")
+        lines.append(f"{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}{end}")
     return "\n".join(lines) + "\n"
 
 
@@ -238,8 +265,11 @@ def export_csv(
     sector_path: str | os.PathLike | None = None,
     volume_name: str = "volume",
     force: bool = False,
+    quality: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the per-A-scan CSV (and the sector CSV) atomically.
+
+    ``quality`` (float (n_bscans,), or ``None``) adds the ``quality`` column to both files.
 
     Both paths are checked before anything is written: an existing file (without ``force``) or the
     same path twice raises and leaves every file untouched.
@@ -261,9 +291,10 @@ def export_csv(
         raise InputError(f"the per-A-scan and the sector CSV must be two different files; both are {targets[0]}")
     for target in targets:
         check_writable(target, force)
-    texts = [ascan_csv_text(report.thickness, volume_name)]
+    quality = _check_quality(quality, report.thickness.shape[0])
+    texts = [ascan_csv_text(report.thickness, volume_name, quality)]
     if sector_path is not None:
-        texts.append(sector_csv_text(report.sectors))
+        texts.append(sector_csv_text(report.sectors, quality))
     with atomic_paths(*targets) as temporaries:
         for tmp, text in zip(temporaries, texts):
             tmp.write_text(text, encoding="utf-8")
