@@ -2,10 +2,10 @@
 
 For every (subject, shift, B-scan): the true mean Dice (classes 1-7 and fluid, a class absent from both
 ground truth and prediction left out), every statistic of :mod:`napari_octseg.quality.stats` computed
-from the segmentation's softmax probabilities (entropy-based), the same uncertainty summaries from the
-margin (``*_margin``), the whole-B-scan mean uncertainty (``uncertainty_all``) and the pixel spacing the
-B-scan had. One row per B-scan, written to CSV so the calibration and the evaluation can be redone
-without segmenting again.
+from the segmentation's softmax probabilities (the pipeline's uncertainty, 1 - margin), the same uncertainty
+summaries from the normalised entropy (``*_entropy``), the whole-B-scan mean uncertainty (``uncertainty_all``)
+and the pixel spacing the B-scan had. One row per B-scan, written to CSV so the calibration and the evaluation
+can be redone without segmenting again.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ def measure(volume: OctVolume, model, reference_thickness: dict[int, float] | No
     probs = result.probabilities
     images = normalize_bscans(volume.display_data(), model.normalization)
     axial = volume.scale_um[1] if volume.scale_um else DUKE_SCALE_UM[1]
-    unc = pixel_uncertainty(probs, "entropy")
+    unc = pixel_uncertainty(probs, "margin")
     stats = bscan_statistics(images, result.labels, unc, axial, reference_thickness)
-    margin = uncertainty_statistics(pixel_uncertainty(probs, "margin"), result.labels)
-    stats["uncertainty_margin"] = margin["uncertainty"]
-    stats["uncertain_fraction_margin"] = margin["uncertain_fraction"]
+    entropy = uncertainty_statistics(pixel_uncertainty(probs, "entropy"), result.labels)
+    stats["uncertainty_entropy"] = entropy["uncertainty"]
+    stats["uncertain_fraction_entropy"] = entropy["uncertain_fraction"]
     stats["uncertainty_all"] = unc.mean(axis=(1, 2), dtype=np.float64)
     return stats, result.labels
 
@@ -104,10 +104,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def read_rows(path: Path) -> list[dict]:
+    """Rows written by :func:`write_rows` (older files, with the entropy as ``uncertainty`` and the margin as
+    ``uncertainty_margin``, are renamed to the current columns)."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         for k, v in r.items():
             if k not in ("source", "shift"):
                 r[k] = float(v) if v not in ("", "nan") else np.nan
+        if "uncertainty_margin" in r:
+            r["uncertainty_entropy"], r["uncertainty"] = r["uncertainty"], r.pop("uncertainty_margin")
+            r["uncertain_fraction_entropy"], r["uncertain_fraction"] = (
+                r["uncertain_fraction"],
+                r.pop("uncertain_fraction_margin"),
+            )
     return rows

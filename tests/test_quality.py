@@ -128,7 +128,8 @@ def test_quality_from_statistics_product_and_reasons():
         rules=(
             Rule("uncertainty", -math.inf, 0.1, 0.2, reason_high="uncertain segmentation"),
             Rule("noise", -math.inf, 1.0, 1.0, reason_high="high noise"),
-            Rule("spacing", -math.inf, 0.5, 0.5, reason_high="pixel spacing unlike the model's"),
+            Rule("axial_spacing", -math.inf, 0.5, 0.5, reason_high="axial pixel spacing unlike the model's"),
+            Rule("lateral_spacing", -math.inf, 0.5, 1.0, reason_high="lateral pixel spacing unlike the model's", weight=0.5),
         ),
         flag_below=0.5,
     )
@@ -140,9 +141,12 @@ def test_quality_from_statistics_product_and_reasons():
     assert report.volume_out_of_distribution  # 2 of 3 flagged >= half
     # spacing: twice the model's axial spacing is log2(2) = 1 -> penalty 1
     doubled = quality_from_statistics(_stats(1), (8.0, 10.0), ref)
-    assert doubled.score[0] == 0.0 and doubled.reasons[0] == ["pixel spacing unlike the model's"]
-    assert spacing_deviation(None, (4.0, 10.0)) == 0.0
-    assert spacing_deviation((2.0, 40.0), (4.0, 10.0)) == pytest.approx(2.0)
+    assert doubled.score[0] == 0.0 and doubled.reasons[0] == ["axial pixel spacing unlike the model's"]
+    # lateral x4: log2 4 = 2, (2 - 0.5) / 1 -> clipped to 1, times the weight 0.5
+    wide = quality_from_statistics(_stats(1), (4.0, 40.0), ref)
+    assert wide.score[0] == pytest.approx(0.5) and wide.reasons[0] == ["lateral pixel spacing unlike the model's"]
+    assert spacing_deviation(None, (4.0, 10.0)) == (0.0, 0.0)
+    assert spacing_deviation((2.0, 40.0), (4.0, 10.0)) == pytest.approx((1.0, 2.0))
     with pytest.raises(ValueError):
         quality_from_statistics({"uncertainty": np.zeros(2)}, None, ref)
 

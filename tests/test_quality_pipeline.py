@@ -41,12 +41,13 @@ def test_uncertainty_in_the_same_pass_leaves_the_labels_unchanged(rng, varied_mo
     assert plain.uncertainty is None and plain.quality is None
     np.testing.assert_array_equal(plain.labels, full.labels)
     assert full.uncertainty.shape == (5, 37, 53) and full.uncertainty.dtype == np.float16
-    expected = pixel_uncertainty(full.probabilities.astype(np.float32), "entropy")
+    expected = pixel_uncertainty(full.probabilities.astype(np.float32), "margin")
     np.testing.assert_allclose(full.uncertainty.astype(np.float32), expected, atol=4e-3)
     q = full.quality
     assert q.score.shape == (5,) and np.all((q.score >= 0) & (q.score <= 1))
     assert set(STATISTICS) <= set(q.statistics) and len(q.reasons) == 5
-    assert q.statistics["spacing"][0] == pytest.approx(0.0)  # the model's own spacing
+    assert q.statistics["axial_spacing"][0] == pytest.approx(0.0)  # the model's own spacing
+    assert q.statistics["lateral_spacing"][0] == pytest.approx(0.0)
     # batch size changes nothing
     again = run_generator(segment(volume, varied_model, batch_size=5, device="cpu", return_uncertainty=True))
     np.testing.assert_allclose(again.quality.score, q.score, atol=1e-6)
@@ -55,8 +56,8 @@ def test_uncertainty_in_the_same_pass_leaves_the_labels_unchanged(rng, varied_mo
 def test_pixel_spacing_far_from_the_models_is_a_reason(rng, varied_model):
     volume = OctVolume(data=rng.random((2, 37, 53)).astype(np.float32), scale_um=(50.0, 3.87 / 4, 11.3))
     q = run_generator(segment(volume, varied_model, device="cpu", return_uncertainty=True)).quality
-    assert q.statistics["spacing"][0] == pytest.approx(2.0)
-    assert all("pixel spacing unlike the model's" in r for r in q.reasons)
+    assert q.statistics["axial_spacing"][0] == pytest.approx(2.0)
+    assert all("axial pixel spacing unlike the model's" in r for r in q.reasons)
     assert q.flagged.all() and q.volume_out_of_distribution
 
 

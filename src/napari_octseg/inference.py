@@ -55,8 +55,8 @@ class SegmentationResult:
     class_names
         Name of each label value, from the checkpoint.
     uncertainty
-        float16 (n_bscans, depth, width) per-pixel uncertainty in [0, 1] (normalised softmax entropy), or
-        ``None`` unless requested.
+        float16 (n_bscans, depth, width) per-pixel uncertainty in [0, 1]: one minus the softmax margin between
+        the two likeliest classes (:func:`napari_octseg.quality.pixel_uncertainty`), or ``None`` unless requested.
     quality
         Per-B-scan quality with reasons (:class:`~napari_octseg.quality.QualityReport`), or ``None`` unless
         the uncertainty was requested.
@@ -161,8 +161,8 @@ def _forward(
 ) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
     """Labels (and float16 probabilities, float16 uncertainty) of normalised B-scans ``x`` (n, depth, width).
 
-    The uncertainty is the softmax entropy divided by ``log C`` (:func:`napari_octseg.quality.pixel_uncertainty`),
-    computed from the same logits.
+    The uncertainty is one minus the margin between the two likeliest classes' probabilities
+    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), computed from the same logits.
 
     Grad mode is switched off only inside this call, never across the generator's yields (which
     would leak into the caller's thread).
@@ -180,10 +180,11 @@ def _forward(
         labels = logits.argmax(dim=1).to("cpu", torch.uint8).numpy()
         probs = torch.softmax(logits, dim=1).to("cpu", torch.float16).numpy() if want_probabilities else None
         unc = None
-        if want_uncertainty:
-            logp = torch.log_softmax(logits, dim=1)
-            entropy = -(logp.exp() * logp).sum(dim=1) / float(np.log(max(2, logits.shape[1])))
-            unc = entropy.clamp_(0.0, 1.0).to("cpu", torch.float16).numpy()
+        if want_uncertainty and logits.shape[1] > 1:
+            top2 = torch.softmax(logits, dim=1).topk(2, dim=1).values
+            unc = (1.0 - (top2[:, 0] - top2[:, 1])).clamp_(0.0, 1.0).to("cpu", torch.float16).numpy()
+        elif want_uncertainty:
+            unc = np.zeros((x.shape[0], height, width), np.float16)
         return labels, probs, int(logits.shape[1]), unc
 
 

@@ -48,6 +48,7 @@ from ._common import (
 )
 from ._loss_plot import LossPlot
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, checked_model_spec, model_info_text
+from .quality_panel import CorrectionSuggestions
 from .segment_widget import AUTO_LABELS_KEY
 
 
@@ -107,6 +108,7 @@ class FinetuneWidget(Container):
             label="B-scans", tooltip="0-based B-scan indices to learn from, e.g. 0, 5, 9 or 3-6"
         )
         self.detected_label = Label(label="", value="")
+        self.suggestions = CorrectionSuggestions(viewer, lambda: self.labels_combo.value, self._use_suggestions)
         self.detect_btn = PushButton(text="Detect corrected")
         self.current_btn = PushButton(text="Add current B-scan")
         self.base_combo = ComboBox(label="base model", choices=[DEFAULT_CHOICE, FILE_CHOICE], value=DEFAULT_CHOICE)
@@ -150,6 +152,7 @@ class FinetuneWidget(Container):
                 self.bscans_edit,
                 self.detected_label,
                 Container(widgets=[self.detect_btn, self.current_btn], layout="horizontal", labels=False),
+                self.suggestions,
                 self.base_combo,
                 self.base_file,
                 self.base_info,
@@ -211,6 +214,10 @@ class FinetuneWidget(Container):
         if found:
             self.bscans_edit.value = format_bscans(found)
         return found
+
+    def _use_suggestions(self, indices: list[int]) -> None:
+        """Put the B-scans proposed for correction in the list (the user corrects them, then fine-tunes)."""
+        self.bscans_edit.value = format_bscans(sorted(indices))
 
     def add_current_bscan(self, _value: Any = None) -> None:
         """Add the B-scan shown in the viewer to the list."""

@@ -6,7 +6,9 @@ existing Labels layer.
 
 The new layer's metadata holds, under ``"octseg_auto_labels"``, one digest per B-scan of the automatic
 result (:func:`napari_octseg.inference.bscan_hashes`), so the fine-tune widget can tell which B-scans
-the user has since edited (:func:`napari_octseg.inference.edited_bscans`) without a copy of the volume.
+the user has since edited (:func:`napari_octseg.inference.edited_bscans`) without a copy of the volume,
+and, under ``"octseg_quality"``, the per-B-scan quality (:mod:`napari_octseg.quality`), shown in the dock's
+quality panel; an optional "uncertainty" Image layer shows the per-pixel uncertainty.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from functools import partial
 from typing import Any
 
 import napari
+from magicgui.widgets import CheckBox
 
 from ..core.progress import Progress
 from ..inference import SegmentationResult, bscan_hashes, segment
 from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
+from .quality_panel import QUALITY_KEY, QualityPanel
 
-__all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "SEGMENTATION_KEY", "SegmentWidget"]
+__all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "QUALITY_KEY", "SEGMENTATION_KEY", "SegmentWidget"]
 
 #: Metadata key of the record of the automatic result (per-B-scan digests).
 AUTO_LABELS_KEY = "octseg_auto_labels"
@@ -41,7 +45,9 @@ def _segmentation_job(
     """Worker-thread work: rebuild the volume, load the model, segment (yielding progress)."""
     volume = volume_from_layer(layer)
     loaded = load_model(model_spec, device="cpu")
-    result = yield from segment(volume, loaded, batch_size=batch_size, device=device, cancel=cancel)
+    result = yield from segment(
+        volume, loaded, batch_size=batch_size, device=device, return_uncertainty=True, cancel=cancel
+    )
     return layer, loaded, result
 
 
@@ -53,7 +59,9 @@ class SegmentWidget(ModelJobWidget):
     busy = "segmenting"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(viewer, batch_size=4)
+        self.uncertainty_check = CheckBox(text="add an uncertainty layer", value=False)
+        self.quality_panel = QualityPanel(viewer)
+        super().__init__(viewer, options=[self.uncertainty_check], results=[self.quality_panel], batch_size=4)
 
     def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
         return partial(_segmentation_job, layer, model_spec, self.device.value, int(self.batch_size.value), cancel)
@@ -63,7 +71,29 @@ class SegmentWidget(ModelJobWidget):
         return f"B-scan {event.done}/{event.total} on {info.get('device', '?')} (batch {info.get('batch_size', '?')})"
 
     def _show_result(self, payload: tuple[Image, Any, SegmentationResult]) -> None:
-        self.add_labels_layer(*payload)
+        layer = self.add_labels_layer(*payload)
+        image, _, result = payload
+        if self.uncertainty_check.value and result.uncertainty is not None:
+            self.add_uncertainty_layer(image, result)
+        if result.quality is not None:
+            self.quality_panel.show_quality(result.quality.summary(), layer)
+
+    def add_uncertainty_layer(self, image: Image, result: SegmentationResult) -> Any:
+        """Add the per-pixel uncertainty (0-1) as an Image layer aligned with ``image``; return it."""
+        assert result.uncertainty is not None
+        data = result.uncertainty if image.ndim == 3 else result.uncertainty[0]
+        return self._viewer.add_image(
+            data,
+            name=unique_layer_name(self._viewer, f"{image.name} uncertainty"),
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.7,
+            blending="additive",
+            scale=tuple(image.scale),
+            translate=tuple(image.translate),
+            units=tuple(image.units),
+            metadata={"octseg_uncertainty": "1 - margin of the two likeliest classes: 0 certain, 1 a tie"},
+        )
 
     def add_labels_layer(self, image: Image, loaded: Any, result: SegmentationResult) -> Any:
         """Add ``result`` as a new Labels layer aligned with ``image``; return the layer."""
@@ -83,10 +113,14 @@ class SegmentWidget(ModelJobWidget):
                 "bscan_hashes": hashes,
             },
         }
+        if result.quality is not None:
+            metadata[QUALITY_KEY] = result.quality.summary()
         name = unique_layer_name(self._viewer, f"{image.name} labels")
         kwargs = labels_layer_kwargs(name, result.class_names, scale=tuple(image.scale), metadata=metadata)
         kwargs["translate"] = tuple(image.translate)
         new_layer = self._viewer.add_labels(labels, **kwargs)
         n = result.labels.shape[0]
-        self.status.value = f"added '{name}': {n} B-scan(s) in {result.seconds:.1f} s on {result.device}"
+        flagged = int(result.quality.flagged.sum()) if result.quality is not None else 0
+        note = f"; {flagged} flagged, see quality below" if flagged else ""
+        self.status.value = f"added '{name}': {n} B-scan(s) in {result.seconds:.1f} s on {result.device}{note}"
         return new_layer

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--uncertainty",
         action="store_true",
-        help="also write DIR/<stem>.uncertainty.tif: per-pixel uncertainty in [0, 1] (normalised softmax entropy)",
+        help="also write DIR/<stem>.uncertainty.tif: per-pixel uncertainty in [0, 1] (1 - margin of the two likeliest "
+        "classes)",
     )
     p.set_defaults(func=run)
 

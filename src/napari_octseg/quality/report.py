@@ -1,10 +1,8 @@
-"""The QC table of a segmentation (``<stem>.qc.csv``) and its reading back from a labels sidecar.
-
-``<stem>.qc.csv``: one row per B-scan, header
-``bscan,quality,flagged,reasons,<statistic>...`` (see :data:`~napari_octseg.quality.stats.STATISTICS`,
-plus ``spacing``): ``bscan`` is 0-based, ``quality`` in [0, 1], ``flagged`` 0/1, ``reasons`` separated by
-``; `` (empty when nothing is unusual), then every measurement behind the score, so a statistician can
-apply a stricter or looser threshold than the one the flags use.
+"""The QC table of a segmentation (``<stem>.qc.csv``: one row per B-scan, header ``bscan,quality,flagged,reasons,<statistic>...`` (see
+:data:`~napari_octseg.quality.stats.STATISTICS`, plus ``axial_spacing`` and ``lateral_spacing``,
+``|log2(spacing / the model's)|``): ``bscan`` is 0-based, ``quality`` in [0, 1], ``flagged`` 0/1, ``reasons``
+separated by ``; `` (empty when nothing is unusual), then every measurement behind the score, so a
+statistician can apply a stricter or looser threshold than the one the flags use.
 """
 
 from __future__ import annotations
@@ -15,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .score import QualityReport
+from .score import SPACING_STATISTICS, QualityReport
 from .stats import STATISTICS
 
-QC_COLUMNS: tuple[str, ...] = ("bscan", "quality", "flagged", "reasons", *STATISTICS, "spacing")
+QC_COLUMNS: tuple[str, ...] = ("bscan", "quality", "flagged", "reasons", *STATISTICS, *SPACING_STATISTICS)
 
 
 def qc_csv_text(report: QualityReport) -> str:
@@ -29,7 +27,7 @@ def qc_csv_text(report: QualityReport) -> str:
     flagged = report.flagged
     for i, score in enumerate(report.score):
         values = []
-        for name in (*STATISTICS, "spacing"):
+        for name in (*STATISTICS, *SPACING_STATISTICS):
             v = report.statistics.get(name)
             x = float(v[i]) if v is not None else float("nan")
             values.append(f"{x:.6g}" if np.isfinite(x) else "")
