@@ -1,4 +1,6 @@
-"""The QC table of a segmentation (``<stem>.qc.csv``: one row per B-scan, header ``bscan,quality,flagged,reasons,<statistic>...`` (see
+"""The QC table of a segmentation (``<stem>.qc.csv``) and its reading back from a labels sidecar.
+
+``<stem>.qc.csv``: one row per B-scan, header ``bscan,quality,flagged,reasons,<statistic>...`` (see
 :data:`~napari_octseg.quality.stats.STATISTICS`, plus ``axial_spacing`` and ``lateral_spacing``,
 ``|log2(spacing / the model's)|``): ``bscan`` is 0-based, ``quality`` in [0, 1], ``flagged`` 0/1, ``reasons``
 separated by ``; `` (empty when nothing is unusual), then every measurement behind the score, so a
