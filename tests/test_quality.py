@@ -129,7 +129,14 @@ def test_quality_from_statistics_product_and_reasons():
             Rule("uncertainty", -math.inf, 0.1, 0.2, reason_high="uncertain segmentation"),
             Rule("noise", -math.inf, 1.0, 1.0, reason_high="high noise"),
             Rule("axial_spacing", -math.inf, 0.5, 0.5, reason_high="axial pixel spacing unlike the model's"),
-            Rule("lateral_spacing", -math.inf, 0.5, 1.0, reason_high="lateral pixel spacing unlike the model's", weight=0.5),
+            Rule(
+                "lateral_spacing",
+                -math.inf,
+                0.5,
+                1.0,
+                reason_high="lateral pixel spacing unlike the model's",
+                weight=0.5,
+            ),
         ),
         flag_below=0.5,
     )

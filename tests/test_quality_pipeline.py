@@ -84,9 +84,9 @@ def test_cli_writes_qc_table_uncertainty_and_one_warning_line(tmp_path, oct_inpu
     np.testing.assert_allclose([float(r["quality"]) for r in rows], scores, atol=1e-4)
     flagged = [int(r["bscan"]) for r in rows if r["flagged"] == "1"]
     assert flagged == info["quality"]["flagged"]
-    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    warnings = [line for line in captured.err.splitlines() if "check before using" in line]
     if flagged:  # a random network: its uncertainty is far above the training range
-        assert len(warnings) == 1 and warnings[0].startswith("octseg segment: warning: vol.npy: B-scan")
+        assert len(warnings) == 1 and warnings[0].startswith("octseg: warning: vol.npy: B-scan")
         assert warnings[0].endswith("check before using their thickness")
     else:
         assert warnings == []

@@ -34,8 +34,13 @@ import torch
 from napari_octseg.core.atomic import atomic_write_text
 from napari_octseg.core.classes import CLASS_NAMES
 from napari_octseg.learning import FitConfig, SegDataset, class_weights_from_labels, fit, format_table, load_duke_npz
+from napari_octseg.learning.augment import AugmentConfig
 from napari_octseg.learning.datasets import duke_files
 from napari_octseg.models import DEFAULT_NORMALIZATION, SegNet, SegNetConfig
+from napari_octseg.models.checkpoint import LoadedModel, load_checkpoint
+
+#: Pixel spacing of the Duke DME B-scans (Chiu et al. 2015): axial 3.87 µm, lateral 11.07-11.59 µm.
+DUKE_PIXEL_SPACING_UM = (3.87, 11.3)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "duke_dme"
@@ -68,6 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--repeats", type=int, help="random crops per B-scan per epoch")
     p.add_argument("--class-weights", choices=("auto", "none"))
+    p.add_argument("--augment", choices=("default", "device"), help="augmentation recipe (device: device-spanning)")
+    p.add_argument("--init", help="start from this checkpoint's weights (warm start)")
+    p.add_argument(
+        "--pixel-spacing",
+        type=float,
+        nargs=2,
+        metavar=("AXIAL_UM", "LATERAL_UM"),
+        help="pixel spacing of the training B-scans, recorded in the checkpoint (default Duke: 3.87 11.3)",
+    )
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this wall time")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="auto")
@@ -89,6 +103,9 @@ def resolve(args: argparse.Namespace) -> dict:
         "repeats": 2,
         "class_weights": "auto",
         "max_minutes": None,
+        "augment": "default",
+        "init": None,
+        "pixel_spacing": list(DUKE_PIXEL_SPACING_UM),
     }
     if args.config:
         cfg.update({k: v for k, v in json.loads(args.config.read_text()).items() if not k.startswith("_")})
@@ -109,9 +126,18 @@ def run_split(cfg: dict, data: Path, out: Path, train_subjects, val_subjects, de
     tr_img, tr_lab, _ = load_duke_npz(duke_files(data, train_subjects))
     va_img, va_lab, _ = load_duke_npz(duke_files(data, val_subjects))
     weights = class_weights_from_labels(tr_lab).tolist() if cfg["class_weights"] == "auto" else None
-    train_ds = SegDataset(tr_img, tr_lab, augment=True, crop=tuple(cfg["crop"]), repeats=cfg["repeats"])
+    augment = AugmentConfig.device_spanning() if cfg["augment"] == "device" else AugmentConfig()
+    train_ds = SegDataset(tr_img, tr_lab, augment=augment, crop=tuple(cfg["crop"]), repeats=cfg["repeats"])
     val_ds = SegDataset(va_img, va_lab)
-    model = SegNet(SegNetConfig(widths=tuple(cfg["widths"])))
+    normalization = {**DEFAULT_NORMALIZATION, "pixel_spacing_um": [float(v) for v in cfg["pixel_spacing"]]}
+    if cfg["init"]:
+        model = load_checkpoint(cfg["init"])
+        if list(model.config.widths) != list(cfg["widths"]):
+            raise SystemExit(f"--init {cfg['init']}: widths {list(model.config.widths)} differ from {cfg['widths']}")
+        model.normalization = normalization
+        model.model.train()
+    else:
+        model = LoadedModel(model=SegNet(SegNetConfig(widths=tuple(cfg["widths"]))), normalization=normalization)
     config = fit_config(cfg, weights)
     info = {
         "data": f"Duke DME (Chiu et al., Biomed. Opt. Express 6(4):1172, 2015), {data.name}/Subject_NN.npz, "
@@ -123,12 +149,13 @@ def run_split(cfg: dict, data: Path, out: Path, train_subjects, val_subjects, de
             "val_bscans": len(va_img),
         },
         "command": command,
-        "recipe": {k: cfg[k] for k in ("widths", "crop", "repeats", "class_weights")},
-        "normalization": DEFAULT_NORMALIZATION,
+        "recipe": {k: cfg[k] for k in ("widths", "crop", "repeats", "class_weights", "augment", "pixel_spacing")},
+        "normalization": normalization,
+        "init": cfg["init"],
     }
     if rank == 0:
         print(
-            f"model {cfg['widths']}: {model.n_parameters():,} parameters; train {len(tr_img)} B-scans "
+            f"model {cfg['widths']}: {model.model.n_parameters():,} parameters; train {len(tr_img)} B-scans "
             f"(subjects {train_subjects}), val {len(va_img)} (subjects {val_subjects})",
             flush=True,
         )

@@ -15,7 +15,7 @@ import copy
 import hashlib
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,12 +24,16 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import __version__
+from .core.classes import N_CLASSES
 from .core.errors import Cancelled, CheckpointError, InputError
+from .core.intensity import resolve_reflectivity
 from .core.progress import Progress
 from .core.volume import OctVolume
+from .grid import GridMap, check_spacing, grid_map, surfaces_to_native, to_model_grid, to_native_grid
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
+from .ordering import FLUID, labels_from_edges, ordered_edges, paint_fluid
 from .quality.score import QualityAccumulator, QualityReport, reference_for_model
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
@@ -43,9 +47,11 @@ class SegmentationResult:
     Attributes
     ----------
     labels
-        uint8 (n_bscans, depth, width): class index per pixel, at the input's own resolution.
+        uint8 (n_bscans, depth, width): class index per pixel, at the input's own resolution. With the
+        Duke scheme, every A-scan is in anatomical order (see :mod:`napari_octseg.ordering`).
     probabilities
-        float16 (n_bscans, n_classes, depth, width) softmax probabilities, or ``None`` unless requested.
+        float16 (n_bscans, n_classes, depth, width) softmax probabilities on the input's grid, or
+        ``None`` unless requested.
     device
         The torch device that ran the network (``"cpu"``, ``"cuda"``, ``"mps"``...).
     seconds
@@ -54,9 +60,18 @@ class SegmentationResult:
         The batch size finally used (smaller than requested after an out-of-memory back-off).
     class_names
         Name of each label value, from the checkpoint.
+    reflectivity
+        How the grey values were read (``"linear"`` or ``"display"``) and ``reflectivity_reason`` why.
+    native_spacing_um, model_spacing_um
+        (axial, lateral) µm per pixel of the input (``None`` if unknown) and of the model's grid
+        (``None`` if the checkpoint does not record it); ``model_shape`` is a B-scan's (depth, width)
+        on the model's grid.
+    notes
+        Sentences for the user about what was assumed (unknown scale, detected reflectivity...).
     uncertainty
-        float16 (n_bscans, depth, width) per-pixel uncertainty in [0, 1]: one minus the softmax margin between
-        the two likeliest classes (:func:`napari_octseg.quality.pixel_uncertainty`), or ``None`` unless requested.
+        float16 (n_bscans, depth, width) per-pixel uncertainty in [0, 1] on the input's grid: one minus the
+        softmax margin between the two likeliest classes (:func:`napari_octseg.quality.pixel_uncertainty`), or
+        ``None`` unless requested.
     quality
         Per-B-scan quality with reasons (:class:`~napari_octseg.quality.QualityReport`), or ``None`` unless
         the uncertainty was requested.
@@ -68,20 +83,37 @@ class SegmentationResult:
     seconds: float
     batch_size: int
     class_names: tuple[str, ...] = ()
+    reflectivity: str = "display"
+    reflectivity_reason: str = ""
+    native_spacing_um: tuple[float, float] | None = None
+    model_spacing_um: tuple[float, float] | None = None
+    model_shape: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)
     uncertainty: np.ndarray | None = None
     quality: QualityReport | None = None
 
+    def provenance(self) -> dict[str, Any]:
+        """JSON-serialisable record of the preprocessing decisions (for the labels sidecar)."""
+        return {
+            "reflectivity": self.reflectivity,
+            "reflectivity_reason": self.reflectivity_reason,
+            "native_spacing_um": list(self.native_spacing_um) if self.native_spacing_um else None,
+            "model_spacing_um": list(self.model_spacing_um) if self.model_spacing_um else None,
+            "model_shape": list(self.model_shape) if self.model_shape else None,
+            "notes": list(self.notes),
+        }
 
-def _as_source(volume: OctVolume | np.ndarray) -> tuple[np.ndarray, str]:
-    """The raw (n, depth, width) array and its reflectivity kind, without copying the data."""
+
+def _as_source(volume: OctVolume | np.ndarray) -> tuple[np.ndarray, str, tuple[float, float, float] | None]:
+    """The raw (n, depth, width) array, its declared reflectivity and scale, without copying the data."""
     if isinstance(volume, OctVolume):
-        return volume.data, volume.reflectivity
+        return volume.data, volume.reflectivity, volume.scale_um
     data = np.asarray(volume)
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
         raise InputError(f"expected a B-scan (depth, width) or a volume (n, depth, width); got shape {data.shape}")
-    return data, "display"
+    return data, "display", None
 
 
 def _validate(data: np.ndarray) -> None:
@@ -157,12 +189,19 @@ def inference_network(net: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _forward(
-    net: nn.Module, x: np.ndarray, device: torch.device, *, want_probabilities: bool, want_uncertainty: bool = False
+    net: nn.Module,
+    x: np.ndarray,
+    device: torch.device,
+    gm: GridMap,
+    *,
+    ordered: bool,
+    want_probabilities: bool,
+    want_uncertainty: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
-    """Labels (and float16 probabilities, float16 uncertainty) of normalised B-scans ``x`` (n, depth, width).
+    """Labels (and float16 probabilities, uncertainty) on the native grid of model-grid B-scans ``x`` (n, h, w).
 
     The uncertainty is one minus the margin between the two likeliest classes' probabilities
-    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), computed from the same logits.
+    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), from the same softmax.
 
     Grad mode is switched off only inside this call, never across the generator's yields (which
     would leak into the caller's thread).
@@ -174,18 +213,63 @@ def _forward(
         # SegNet pads to this multiple itself (replicate), but torch's 1-channel channels-last
         # replication pad is slow; numpy's edge pad is the same operation at a fraction of the cost.
         x = np.pad(x, ((0, 0), (0, -height % multiple), (0, -width % multiple)), mode="edge")
+    depth, n_cols = gm.native_shape
     with torch.inference_mode(), _autocast(device):
         batch = torch.from_numpy(x[:, None]).to(device).contiguous(memory_format=memory_format)
         logits = net(batch)[..., :height, :width].float()
-        labels = logits.argmax(dim=1).to("cpu", torch.uint8).numpy()
-        probs = torch.softmax(logits, dim=1).to("cpu", torch.float16).numpy() if want_probabilities else None
+        n_out = int(logits.shape[1])
+        probs_t = torch.softmax(logits, dim=1)
+        winner = probs_t.argmax(dim=1)
+        if ordered and n_out == N_CLASSES:
+            edges = ordered_edges(probs_t).cpu().numpy()
+            fluid = (winner == FLUID).to("cpu", torch.uint8).numpy()
+            labels = np.empty((x.shape[0], depth, n_cols), np.uint8)
+            for i in range(x.shape[0]):
+                labels[i] = labels_from_edges(surfaces_to_native(edges[i], gm), depth)
+                paint_fluid(labels[i], to_native_grid(fluid[i], gm, nearest=True).astype(bool))
+        else:
+            labels = to_native_grid(winner.to("cpu", torch.uint8).numpy(), gm, nearest=True)
+        probs = None
+        if want_probabilities:
+            probs = to_native_grid(probs_t.cpu().numpy(), gm).astype(np.float16)
         unc = None
-        if want_uncertainty and logits.shape[1] > 1:
-            top2 = torch.softmax(logits, dim=1).topk(2, dim=1).values
-            unc = (1.0 - (top2[:, 0] - top2[:, 1])).clamp_(0.0, 1.0).to("cpu", torch.float16).numpy()
-        elif want_uncertainty:
-            unc = np.zeros((x.shape[0], height, width), np.float16)
-        return labels, probs, int(logits.shape[1]), unc
+        if want_uncertainty:
+            if n_out > 1:
+                top2 = probs_t.topk(2, dim=1).values
+                margin = (1.0 - (top2[:, 0] - top2[:, 1])).clamp_(0.0, 1.0).cpu().numpy()
+                unc = to_native_grid(margin, gm).astype(np.float16)
+            else:
+                unc = np.zeros((x.shape[0], depth, n_cols), np.float16)
+        return labels, probs, n_out, unc
+
+
+def _plan(
+    data: np.ndarray,
+    declared_reflectivity: str,
+    declared_scale: tuple[float, float, float] | None,
+    model: LoadedModel,
+    scale_um: tuple[float, ...] | None,
+    reflectivity: str,
+) -> tuple[GridMap, str, str, list[str]]:
+    """Decide the grid and the intensity handling before any work, with notes for the user."""
+    notes: list[str] = []
+    kind, reason = resolve_reflectivity(reflectivity, data[: min(len(data), 4)], declared_reflectivity)  # type: ignore[arg-type]
+    if kind == "linear" and declared_reflectivity != "linear":
+        notes.append(f"grey values read as linear reflectivity ({reason}); pass --reflectivity display if not")
+    if scale_um is not None:
+        scale = check_spacing(scale_um, "scale")
+        if len(scale) != 3:
+            raise InputError(f"scale must be three sizes in µm (B-scan, depth, A-scan); got {len(scale)}")
+        declared_scale = (scale[0], scale[1], scale[2])
+    native = (declared_scale[1], declared_scale[2]) if declared_scale is not None else None
+    model_spacing = model.pixel_spacing_um
+    if native is None and model_spacing is not None:
+        notes.append(
+            f"the image's pixel size is unknown: assumed the model's training spacing "
+            f"({model_spacing[0]:g} µm axial x {model_spacing[1]:g} µm lateral); give --scale for other devices"
+        )
+    gm = grid_map(data.shape[1:], native, model_spacing)
+    return gm, kind, reason, notes
 
 
 def segment(
@@ -197,18 +281,24 @@ def segment(
     return_probabilities: bool = False,
     return_uncertainty: bool = False,
     cancel: Callable[[], bool] | None = None,
+    scale_um: tuple[float, ...] | None = None,
+    reflectivity: str = "auto",
+    ordered: bool = True,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment every B-scan of ``volume`` into the checkpoint's classes.
+
+    Each batch of B-scans is (1) turned into display grey values, (2) resampled to the pixel spacing
+    the checkpoint was trained at (when both are known), (3) normalised and run through the network,
+    and (4) decoded into labels in anatomical order on the image's own grid.
 
     Parameters
     ----------
     volume
-        An :class:`OctVolume`, or an array (n_bscans, depth, width) / (depth, width) of display grey
-        values (a 2-D array is one B-scan). Linear-reflectivity volumes are compressed as
-        ``OctVolume.display_data`` does, batch by batch.
+        An :class:`OctVolume`, or an array (n_bscans, depth, width) / (depth, width) of grey values
+        (a 2-D array is one B-scan; its scale is unknown unless ``scale_um`` is given).
     model
-        A loaded checkpoint; its intensity normalisation is applied to each B-scan. An eval-mode copy
-        of its network runs on ``device``; the checkpoint's own network is left as it was.
+        A loaded checkpoint; its intensity normalisation and pixel spacing are applied. An eval-mode
+        copy of its network runs on ``device``; the checkpoint's own network is left as it was.
     batch_size
         B-scans per forward pass; halved and retried on out-of-memory.
     device
@@ -222,6 +312,13 @@ def segment(
         The labels are the same either way.
     cancel
         Polled before each batch; when it returns ``True``, :class:`Cancelled` is raised.
+    scale_um
+        (B-scan, depth, A-scan) µm per pixel, overriding the volume's own scale.
+    reflectivity
+        ``"auto"`` (the format's declaration, else detected from the values), ``"linear"`` (compressed
+        with ``x ** 0.25``) or ``"display"``.
+    ordered
+        Decode labels in anatomical order (Duke scheme, 10 classes); ``False`` gives the raw argmax.
 
     Yields
     ------
@@ -235,8 +332,8 @@ def segment(
     Raises
     ------
     InputError
-        Non-finite, empty or non-numeric input (raised before any work), an absent device, or
-        out-of-memory even at batch size 1.
+        Non-finite, empty or non-numeric input, a bad scale or reflectivity (raised before any work),
+        an absent device, or out-of-memory even at batch size 1.
     CheckpointError
         If the network's outputs do not match the checkpoint's class names.
     Cancelled
@@ -244,8 +341,9 @@ def segment(
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1; got {batch_size}")
-    data, reflectivity = _as_source(volume)
+    data, declared_reflectivity, declared_scale = _as_source(volume)
     _validate(data)
+    gm, kind, reason, notes = _plan(data, declared_reflectivity, declared_scale, model, scale_um, reflectivity)
     dev = select_device(device)
     net = inference_network(model.model, dev)
     n, height, width = data.shape
@@ -253,7 +351,7 @@ def segment(
     labels = np.empty((n, height, width), dtype=np.uint8)
     probabilities = np.empty((n, n_classes, height, width), dtype=np.float16) if return_probabilities else None
     uncertainty = np.empty((n, height, width), dtype=np.float16) if return_uncertainty else None
-    accumulator = _quality_accumulator(volume, model) if return_uncertainty else None
+    accumulator = _quality_accumulator(gm, model) if return_uncertainty else None
 
     t0 = time.perf_counter()
     done = 0
@@ -262,11 +360,17 @@ def segment(
         if cancel is not None and cancel():
             raise Cancelled("segmentation cancelled; nothing was written")
         stop = min(done + batch_size, n)
-        x = normalize_bscans(_display_batch(data, reflectivity, done, stop), model.normalization)
+        x = normalize_bscans(to_model_grid(_display_batch(data, kind, done, stop), gm), model.normalization)
         out_of_memory = False
         try:
             batch_labels, batch_probs, n_out, batch_unc = _forward(
-                net, x, dev, want_probabilities=probabilities is not None, want_uncertainty=return_uncertainty
+                net,
+                x,
+                dev,
+                gm,
+                ordered=ordered,
+                want_probabilities=probabilities is not None,
+                want_uncertainty=return_uncertainty,
             )
         except Exception as exc:
             if not _is_oom(exc):
@@ -300,18 +404,28 @@ def segment(
         seconds=time.perf_counter() - t0,
         batch_size=batch_size,
         class_names=tuple(model.class_names),
+        reflectivity=kind,
+        reflectivity_reason=reason,
+        native_spacing_um=gm.native_spacing_um,
+        model_spacing_um=gm.model_spacing_um,
+        model_shape=gm.model_shape,
+        notes=notes,
         uncertainty=uncertainty,
         quality=accumulator.report() if accumulator is not None else None,
     )
 
 
-def _quality_accumulator(volume: OctVolume | np.ndarray, model: LoadedModel) -> QualityAccumulator:
-    """Quality bookkeeping for ``volume``: the network sees each B-scan at the volume's own spacing."""
-    reference = reference_for_model(model.training)
-    scale = volume.scale_um if isinstance(volume, OctVolume) else None
-    if scale is None or scale[1] <= 0 or scale[2] <= 0:
-        return QualityAccumulator(reference.spacing_um[0], None, reference)
-    return QualityAccumulator(scale[1], (scale[1], scale[2]), reference)
+def _quality_accumulator(gm: GridMap, model: LoadedModel) -> QualityAccumulator:
+    """Quality bookkeeping: labels on the native grid, network input on the model's grid.
+
+    The network sees the model's own spacing when the B-scans were resampled to it, the native spacing
+    when the checkpoint records none, and an unknown one (no penalty; the notes say so) otherwise.
+    """
+    reference = reference_for_model(model.pixel_spacing_um)
+    native, trained = gm.native_spacing_um, gm.model_spacing_um
+    seen = trained if native is not None and trained is not None else native
+    axial = native[0] if native is not None else reference.spacing_um[0]
+    return QualityAccumulator(axial, seen, reference)
 
 
 def bscan_hashes(labels: np.ndarray) -> list[str]:

@@ -18,9 +18,12 @@ from functools import partial
 from typing import Any
 
 import napari
-from magicgui.widgets import CheckBox
+from magicgui.widgets import CheckBox, ComboBox, LineEdit
+from napari.utils.notifications import show_warning
 
+from ..core.intensity import REFLECTIVITY_CHOICES
 from ..core.progress import Progress
+from ..grid import parse_scale
 from ..inference import SegmentationResult, bscan_hashes, segment
 from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
@@ -41,12 +44,21 @@ def _segmentation_job(
     device: str,
     batch_size: int,
     cancel: Callable[[], bool],
+    scale_um: tuple[float, float, float] | None = None,
+    reflectivity: str = "auto",
 ) -> Generator[Progress, None, tuple[Image, Any, SegmentationResult]]:
     """Worker-thread work: rebuild the volume, load the model, segment (yielding progress)."""
     volume = volume_from_layer(layer)
     loaded = load_model(model_spec, device="cpu")
     result = yield from segment(
-        volume, loaded, batch_size=batch_size, device=device, return_uncertainty=True, cancel=cancel
+        volume,
+        loaded,
+        batch_size=batch_size,
+        device=device,
+        cancel=cancel,
+        scale_um=scale_um or volume.scale_um,
+        reflectivity=reflectivity,
+        return_uncertainty=True,
     )
     return layer, loaded, result
 
@@ -59,12 +71,42 @@ class SegmentWidget(ModelJobWidget):
     busy = "segmenting"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.scale_um = LineEdit(
+            label="scale (µm)",
+            value="",
+            tooltip="Z,Y,X: µm per pixel along B-scan, depth, A-scan. Needed when the image layer has no scale "
+            "(B-scans are resampled to the model's training spacing); empty: the image's own scale.",
+        )
+        self.reflectivity = ComboBox(
+            label="grey values",
+            choices=list(REFLECTIVITY_CHOICES),
+            value="auto",
+            tooltip="auto: the file's word, else detected; linear: raw reflectivity (shown as x**0.25); "
+            "display: already compressed grey values",
+        )
         self.uncertainty_check = CheckBox(text="add an uncertainty layer", value=False)
         self.quality_panel = QualityPanel(viewer)
-        super().__init__(viewer, options=[self.uncertainty_check], results=[self.quality_panel], batch_size=4)
+        super().__init__(
+            viewer,
+            options=[self.scale_um, self.reflectivity, self.uncertainty_check],
+            results=[self.quality_panel],
+            batch_size=4,
+        )
+
+    def _check_options(self) -> None:
+        parse_scale(self.scale_um.value, "scale")
 
     def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
-        return partial(_segmentation_job, layer, model_spec, self.device.value, int(self.batch_size.value), cancel)
+        return partial(
+            _segmentation_job,
+            layer,
+            model_spec,
+            self.device.value,
+            int(self.batch_size.value),
+            cancel,
+            parse_scale(self.scale_um.value, "scale"),
+            self.reflectivity.value,
+        )
 
     def _progress_text(self, event: Progress) -> str:
         info = event.info or {}
@@ -107,6 +149,7 @@ class SegmentWidget(ModelJobWidget):
                 "device": result.device,
                 "seconds": round(result.seconds, 3),
                 "batch_size": result.batch_size,
+                "preprocessing": result.provenance(),
             },
             AUTO_LABELS_KEY: {
                 "method": "blake2b-128 per B-scan (napari_octseg.inference.bscan_hashes)",
@@ -121,6 +164,11 @@ class SegmentWidget(ModelJobWidget):
         new_layer = self._viewer.add_labels(labels, **kwargs)
         n = result.labels.shape[0]
         flagged = int(result.quality.flagged.sum()) if result.quality is not None else 0
-        note = f"; {flagged} flagged, see quality below" if flagged else ""
-        self.status.value = f"added '{name}': {n} B-scan(s) in {result.seconds:.1f} s on {result.device}{note}"
+        self.status.value = f"added '{name}': {n} B-scan(s) in {result.seconds:.1f} s on {result.device}"
+        if flagged:
+            self.status.value += f"; {flagged} flagged, see quality below"
+        for note in result.notes:
+            show_warning(f"{image.name}: {note}")
+        if result.notes:
+            self.status.value += " - " + "; ".join(result.notes)
         return new_layer

@@ -33,6 +33,49 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--model", default=None, metavar="PATH", help="checkpoint file (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = CUDA, then MPS, then CPU")
+    add_scale_options(p)
+
+
+def add_scale_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--scale Z,Y,X`` and ``--reflectivity``: what the network is told about the image."""
+    p.add_argument(
+        "--scale",
+        metavar="Z,Y,X",
+        help="pixel spacing in µm (B-scan, depth, A-scan), overriding the file's; B-scans are resampled to "
+        "the model's training spacing (unknown scale: the training spacing is assumed, and said)",
+    )
+    p.add_argument(
+        "--reflectivity",
+        default="auto",
+        choices=("auto", "linear", "display"),
+        help="grey values: linear reflectivity (shown as x**0.25), display grey values, or auto (the file "
+        "format's word, else detected from the values; default)",
+    )
+
+
+def parse_scale(text: str | None) -> tuple[float, float, float] | None:
+    """``--scale Z,Y,X`` in µm -> a validated tuple, or ``None``; a one-line InputError otherwise."""
+    from ..grid import parse_scale as parse
+
+    return parse(text, "--scale")
+
+
+def with_scale_and_reflectivity(volume: OctVolume, args: argparse.Namespace) -> OctVolume:
+    """``volume`` with ``--scale`` and ``--reflectivity`` applied (a new OctVolume sharing the data)."""
+    import dataclasses
+
+    from ..core.intensity import resolve_reflectivity
+
+    scale = parse_scale(getattr(args, "scale", None)) or volume.scale_um
+    kind, reason = resolve_reflectivity(getattr(args, "reflectivity", "auto"), volume.data[:4], volume.reflectivity)
+    if kind == "linear" and volume.reflectivity != "linear":
+        warn(f"{volume.meta.get('source', 'input')}: grey values read as linear reflectivity ({reason})")
+    return dataclasses.replace(volume, scale_um=scale, reflectivity=kind)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (assumptions the user should know about)."""
+    print(f"octseg: warning: {message}", file=sys.stderr, flush=True)
 
 
 def add_run_options(p: argparse.ArgumentParser, *, batch_size: int) -> None:

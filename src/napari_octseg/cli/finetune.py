@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError
+from ._common import add_scale_options, with_scale_and_reflectivity
 
 HELP = "fine-tune a model on corrected B-scans and write a new checkpoint"
 
@@ -33,6 +34,7 @@ def register(subparsers: Any) -> None:
         description=HELP + ". " + (__doc__ or "").split("\n\n", 1)[1].replace("\n", " ").replace("``", "").strip(),
     )
     p.add_argument("--images", required=True, metavar="FILE", help="the OCT volume (any format octseg reads)")
+    add_scale_options(p)
     p.add_argument(
         "--labels", required=True, metavar="FILE", help="corrected label volume of the image's shape (TIFF or .npy)"
     )
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     base = load_model(args.base, device="cpu")
     out = check_out_path(args.out, base, overwrite=args.force)
     volume = io.read(args.images)
+    volume = with_scale_and_reflectivity(volume, args)
     labels = io.read_labels(args.labels, shape=volume.shape)
     auto = io.read_labels(args.auto, shape=volume.shape) if args.auto else None
     bscans = select_bscans(labels, args.bscans, auto)

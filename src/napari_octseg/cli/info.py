@@ -22,6 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _reflectivity_line(volume: OctVolume) -> str:
+    """What the grey values are and why (the segmentation reads them the same way with ``--reflectivity auto``)."""
+    from ..core.intensity import resolve_reflectivity
+
+    kind, reason = resolve_reflectivity("auto", volume.data[:4], volume.reflectivity)
+    reason = volume.meta.get("reflectivity_reason") or reason
+    return f"linear reflectivity ({reason})" if kind == "linear" else f"display grey values ({reason})"
+
+
 def describe(volume: OctVolume) -> list[str]:
     """Human-readable lines describing ``volume``."""
     n, h, w = volume.shape
@@ -34,7 +43,8 @@ def describe(volume: OctVolume) -> list[str]:
     else:
         scale = "unknown (the file does not say)"
     lines = [
-        f"  shape        {n} B-scans x {h} rows x {w} A-scans  (dtype {volume.data.dtype}, {volume.reflectivity} reflectivity)",
+        f"  shape        {n} B-scans x {h} rows x {w} A-scans  (dtype {volume.data.dtype})",
+        f"  grey values  {_reflectivity_line(volume)}",
         f"  scale        {scale}",
         f"  scan pattern {volume.scan_pattern}",
         f"  laterality   {volume.laterality or 'unknown'}",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,10 @@ from ._common import (
     add_run_options,
     load_for_run,
     output_paths,
+    parse_scale,
     read_input,
     run_per_input,
+    warn,
 )
 
 LABELS_SUFFIX = ".labels.tif"
@@ -70,15 +71,27 @@ def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) ->
     targets = output_paths(path, out_dir, suffixes, args.force)
     tif_path = targets[0]
     volume = read_input(path)
-    gen = segment(volume, loaded, batch_size=args.batch_size, device=args.device, return_uncertainty=True)
+    scale = parse_scale(args.scale) or volume.scale_um
+    gen = segment(
+        volume,
+        loaded,
+        batch_size=args.batch_size,
+        device=args.device,
+        scale_um=scale,
+        reflectivity=args.reflectivity,
+        return_uncertainty=True,
+    )
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)
+    for note in result.notes:
+        warn(f"{path.name}: {note}")
     quality = result.quality
     assert quality is not None and result.uncertainty is not None  # requested above
     sidecar = labels_sidecar(
         result.labels,
         result.class_names,
         model=loaded,
-        scale_um=volume.scale_um,
+        scale_um=scale,
+        preprocessing=result.provenance(),
         input=str(path.resolve()),
         labels_file=tif_path.name,
         laterality=volume.laterality,
@@ -93,7 +106,7 @@ def _segment_one(path: Path, args: argparse.Namespace, loaded, out_dir: Path) ->
     _write_outputs(targets, result.labels, sidecar, quality, result.uncertainty if args.uncertainty else None, args)
     warning = warning_line(quality, path.name)
     if warning is not None:
-        print(f"octseg segment: warning: {warning}", file=sys.stderr)
+        warn(warning)
     n, h, w = result.labels.shape
     rate = n / result.seconds if result.seconds > 0 else float("inf")
     return f"{path}: {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {rate:.2f} B-scans/s, {result.device})"

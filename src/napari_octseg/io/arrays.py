@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.intensity import Reflectivity, detect_reflectivity
 from ..core.volume import OctVolume
 from ._util import (
     as_volume_array,
@@ -78,7 +79,16 @@ def read_npy(path: str | os.PathLike) -> OctVolume:
     """Read a ``.npy`` array (2-D B-scan or 3-D (n_bscans, depth, width)) as an :class:`OctVolume`."""
     raw = load_npy_array(path)
     data = as_volume_array(path, display_scale(raw))
-    return OctVolume(data=data, reflectivity="display", meta={"source": str(path), "format": "npy"})
+    kind, reason = _float_reflectivity(raw, data)
+    meta = {"source": str(path), "format": "npy", "reflectivity_reason": reason}
+    return OctVolume(data=data, reflectivity=kind, meta=meta)
+
+
+def _float_reflectivity(raw: np.ndarray, data: np.ndarray) -> tuple[Reflectivity, str]:
+    """Float arrays may hold linear reflectivity (a HEYEX export saved raw): detect it; integers are display."""
+    if raw.dtype.kind != "f":
+        return "display", f"integer grey values ({raw.dtype}) are display values"
+    return detect_reflectivity(data)
 
 
 def _to_grey(path: Path, array: np.ndarray, samples_last: bool) -> np.ndarray:
@@ -128,8 +138,34 @@ def read_tiff(path: str | os.PathLike) -> OctVolume:
         samples_last = series.axes.endswith("S")
         array = series.asarray()
         scale = _imagej_scale(tif)
+        plain = None if scale is not None else _resolution_scale(tif)
     data = as_volume_array(path, _to_grey(path, display_scale(array), samples_last))
-    return OctVolume(data=data, scale_um=scale, reflectivity="display", meta={"source": str(path), "format": "tiff"})
+    kind, reason = _float_reflectivity(array, data)
+    meta = {"source": str(path), "format": "tiff", "reflectivity_reason": reason}
+    if plain is not None:
+        scale = plain
+        meta["z_spacing_known"] = False
+    return OctVolume(data=data, scale_um=scale, reflectivity=kind, meta=meta)
+
+
+def _resolution_scale(tif) -> tuple[float, float, float] | None:
+    """(1, y, x) µm from plain TIFF resolution tags in centimetres, or ``None`` (tags absent, inches, no unit).
+
+    The B-scan spacing is not in such tags: the caller marks it unknown (``meta['z_spacing_known']``).
+    """
+    try:
+        page = tif.pages[0]
+        if int(page.tags["ResolutionUnit"].value) != 3:  # 3 = centimetre
+            return None
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+        x = 1e4 * xres[1] / xres[0]
+        y = 1e4 * yres[1] / yres[0]
+    except (KeyError, ZeroDivisionError, TypeError, IndexError, ValueError):
+        return None
+    if not all(np.isfinite(v) and 0 < v <= 1e5 for v in (x, y)):
+        return None
+    return (1.0, y, x)
 
 
 def natural_key(name: str) -> list:

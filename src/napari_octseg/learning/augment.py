@@ -5,11 +5,17 @@ scan tilt); labels follow with nearest-neighbour sampling and pixels coming from
 get the ignore label. Intensity: gamma and contrast/brightness jitter (device and gain differences),
 multiplicative speckle noise (coherent imaging) and occasional slight blur. Everything works on
 normalised float32 images in [0, 1].
+
+:meth:`AugmentConfig.device_spanning` adds what other devices and scan types do to a B-scan once it is
+resampled to the training pixel spacing (see ``inference.segment``): coarser axial / lateral sampling
+(1.9-5.6 µm axial, 5-30 µm lateral: lost resolution after resampling), single-frame speckle through
+heavy frame averaging (simulated in the linear-reflectivity domain), blur, gamma / contrast and histogram
+equalisation, tilt and curvature (circle scans, myopia) and vessel shadows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -32,6 +38,39 @@ class AugmentConfig:
     speckle_sigma: float = 0.12
     speckle_p: float = 0.5
     blur_p: float = 0.15
+    blur_sigma: tuple[float, float] = (0.3, 1.0)
+    #: Probability of simulating another device's sampling: a (axial, lateral) pixel-spacing factor
+    #: drawn log-uniformly from the ranges below relative to the training spacing; factors above 1
+    #: mean coarser sampling, i.e. the B-scan is down-sampled and brought back (resolution lost).
+    resample_p: float = 0.0
+    axial_factor: tuple[float, float] = (0.5, 1.45)
+    lateral_factor: tuple[float, float] = (0.45, 2.7)
+    #: Probability of re-rendering speckle with N averaged frames, N log-uniform in ``frames``.
+    frames_p: float = 0.0
+    frames: tuple[float, float] = (1.0, 40.0)
+    #: Probability of histogram equalisation (some devices and exports equalise).
+    equalize_p: float = 0.0
+    #: Probability of a column-wise vertical shift ``slope * x + curvature * x**2`` (x centred, px).
+    tilt_p: float = 0.0
+    slope: float = 0.35
+    curvature: float = 0.004
+    #: Probability of 1-3 vessel shadows (darker vertical bands).
+    shadow_p: float = 0.0
+
+    @classmethod
+    def device_spanning(cls) -> AugmentConfig:
+        """The recipe of the bundled model: the defaults plus other devices' sampling and noise."""
+        return replace(
+            cls(),
+            resample_p=0.5,
+            frames_p=0.4,
+            equalize_p=0.1,
+            tilt_p=0.4,
+            shadow_p=0.3,
+            blur_p=0.25,
+            blur_sigma=(0.3, 1.5),
+            gamma=0.5,
+        )
 
 
 def sample_crop(
@@ -121,5 +160,69 @@ def jitter_intensity(image: np.ndarray, rng: np.random.Generator, aug: AugmentCo
         k = 1.0 / (aug.speckle_sigma * rng.uniform(0.2, 1.0)) ** 2
         x = x * rng.gamma(k, 1.0 / k, size=x.shape)
     if aug.blur_p and rng.random() < aug.blur_p:
-        x = ndimage.gaussian_filter(x, sigma=rng.uniform(0.3, 1.0))
+        x = ndimage.gaussian_filter(x, sigma=rng.uniform(*aug.blur_sigma))
     return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def device_jitter(
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, aug: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate another device / scan type on a normalised crop (applied before :func:`jitter_intensity`).
+
+    Parameters
+    ----------
+    image
+        (h, w) float32 normalised B-scan crop in [0, 1], at the training pixel spacing.
+    labels
+        (h, w) uint8 classes (``IGNORE_INDEX`` where unknown); moved with the image by tilt/curvature.
+
+    Returns
+    -------
+    New (h, w) float32 image and uint8 labels.
+    """
+    import cv2  # lazily: opencv ships its own Qt plugins, keep it away from napari's start-up
+
+    x = np.clip(image, 0.0, 1.0).astype(np.float32, copy=True)
+    h, w = x.shape
+    if aug.tilt_p and rng.random() < aug.tilt_p:
+        cols = np.arange(w, dtype=np.float32) - (w - 1) / 2
+        shift = rng.uniform(-aug.slope, aug.slope) * cols + rng.uniform(-aug.curvature, aug.curvature) * cols**2
+        shift -= shift.mean()
+        map_x = np.broadcast_to(np.arange(w, dtype=np.float32), (h, w)).copy()
+        map_y = (np.arange(h, dtype=np.float32)[:, None] - shift[None, :]).astype(np.float32)
+        x = cv2.remap(x, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        labels = cv2.remap(
+            labels, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX
+        )
+    if aug.resample_p and rng.random() < aug.resample_p:
+        fy = _log_uniform(rng, *aug.axial_factor)
+        fx = _log_uniform(rng, *aug.lateral_factor)
+        if fy > 1.05 or fx > 1.05:
+            # A coarser device: fewer samples (area-averaged or point-sampled), then the inference
+            # resampling back to the training grid (linear).
+            sh, sw = max(4, round(h / max(fy, 1.0))), max(4, round(w / max(fx, 1.0)))
+            interp = cv2.INTER_AREA if rng.random() < 0.5 else cv2.INTER_LINEAR
+            small = cv2.resize(x, (sw, sh), interpolation=interp)
+            x = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if aug.frames_p and rng.random() < aug.frames_p:
+        # Display grey values are about reflectivity ** 0.25: re-draw speckle in the linear domain as
+        # the mean of N exponential frames (gamma(N, 1/N)), N = 1 being a single unaveraged frame.
+        n = _log_uniform(rng, *aug.frames)
+        lin = x.astype(np.float64) ** 4
+        lin *= rng.gamma(n, 1.0 / n, size=x.shape)
+        x = (lin**0.25).astype(np.float32)
+        x = np.clip(x / max(float(np.percentile(x, 99.9)), 1e-6), 0.0, 1.0)
+    if aug.shadow_p and rng.random() < aug.shadow_p:
+        gain = np.ones(w, np.float32)
+        for _ in range(int(rng.integers(1, 4))):
+            c, half = rng.uniform(0, w), rng.uniform(1.5, 7.0)
+            depth = rng.uniform(0.2, 0.7)
+            gain *= 1.0 - depth * np.exp(-0.5 * ((np.arange(w) - c) / half) ** 2).astype(np.float32)
+        x = x * gain[None, :]
+    if aug.equalize_p and rng.random() < aug.equalize_p:
+        x = cv2.equalizeHist((np.clip(x, 0, 1) * 255).astype(np.uint8)).astype(np.float32) / 255.0
+    return x.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False)

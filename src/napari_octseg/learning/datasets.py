@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ..core.classes import N_CLASSES, SCORED_CLASSES
 from ..core.errors import InputError, LabelError
 from ..models.normalization import DEFAULT_NORMALIZATION, normalize_bscans
-from .augment import AugmentConfig, jitter_intensity, sample_crop
+from .augment import AugmentConfig, device_jitter, jitter_intensity, sample_crop
 from .losses import IGNORE_INDEX
 
 
@@ -144,6 +144,7 @@ class SegDataset(Dataset):
         elif self.augment is not None:
             image, labels = sample_crop(image, labels, image.shape, rng, self.augment)
         if self.augment is not None:
+            image, labels = device_jitter(image, labels, rng, self.augment)
             image = jitter_intensity(image, rng, self.augment)
         return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(labels.astype(np.int64))
 

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from .. import __version__
 from ..core.errors import Cancelled, InputError, LabelError, OctsegError
 from ..core.volume import OctVolume
+from ..grid import to_model_grid, volume_grid
 from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
@@ -239,8 +240,9 @@ def _self_replay(
         result = run_generator(segment(volume, base, device=dev, cancel=cancel))
     except Cancelled:
         raise Cancelled("fine-tuning cancelled; no checkpoint was written") from None
-    images = normalize_bscans(volume.display_data(), base.normalization)
-    return list(images), list(result.labels)
+    gm = volume_grid(volume.shape, volume.scale_um, base.pixel_spacing_um)
+    images = normalize_bscans(to_model_grid(volume.display_data(), gm), base.normalization)
+    return list(images), list(to_model_grid(result.labels, gm, nearest=True))
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -321,13 +323,18 @@ def finetune(
         raise LabelError(f"replay labels hold classes the model does not know (it has {base.n_classes})")
     dev = select_device(device)
     # Normalised exactly like inference: display grey values, then the checkpoint's own normalisation.
+    # ... on the model's pixel grid (the spacing it was trained at), as inference resamples too.
     display = OctVolume(data=volume.data[picked], reflectivity=volume.reflectivity).display_data()
-    images = normalize_bscans(display, base.normalization)
+    gm = volume_grid(volume.shape, volume.scale_um, base.pixel_spacing_um)
+    images = normalize_bscans(to_model_grid(display, gm), base.normalization)
+    picked_labels = to_model_grid(np.asarray(picked_labels), gm, nearest=True)
     replay_images = [normalize_bscans(img, base.normalization) for img in replay.images] if replay else None
     # B-scans holding NaN (e.g. blank frames) are simply not replayed: only the corrected ones must be clean.
     uncorrected = [i for i in range(volume.n_bscans) if i not in picked and np.isfinite(volume.data[i]).all()]
     own = self_replay_bscans(uncorrected, opts.self_replay_bscans)
-    own_volume = OctVolume(data=volume.data[own], reflectivity=volume.reflectivity) if own else None
+    own_volume = (
+        OctVolume(data=volume.data[own], scale_um=volume.scale_um, reflectivity=volume.reflectivity) if own else None
+    )
     config = dict(epochs=epochs, lr=lr, freeze_encoder_epochs=min(freeze_encoder_epochs, epochs))
     record = {
         "kind": "finetune",

@@ -52,6 +52,14 @@ class LoadedModel:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def pixel_spacing_um(self) -> tuple[float, float] | None:
+        """(axial, lateral) µm per pixel of the training B-scans, or ``None`` (not recorded: no resampling)."""
+        spacing = self.normalization.get("pixel_spacing_um")
+        if spacing is None:
+            return None
+        return (float(spacing[0]), float(spacing[1]))
+
 
 def save_checkpoint(
     path: str | os.PathLike,
@@ -115,6 +123,12 @@ def checkpoint_from_dict(payload: Any, source: str = "<memory>", device: str | t
         model = build_model(payload["config"])
     except Exception as exc:
         raise CheckpointError(f"{source}: unknown or invalid architecture config ({exc})") from None
+    spacing = payload["normalization"].get("pixel_spacing_um") if isinstance(payload["normalization"], dict) else None
+    if spacing is not None:
+        ok = isinstance(spacing, (list, tuple)) and len(spacing) == 2
+        ok = ok and all(isinstance(v, (int, float)) and 0 < float(v) <= 1e5 for v in spacing)
+        if not ok:
+            raise CheckpointError(f"{source}: pixel_spacing_um must be two positive sizes in µm; got {spacing!r}")
     class_names = tuple(str(c) for c in payload["class_names"])
     if len(class_names) != model.config.n_classes:
         raise CheckpointError(

@@ -131,21 +131,18 @@ DEFAULT_REFERENCE = QualityReference(
 )
 
 
-def reference_for_model(training: dict | None, base: QualityReference | None = None) -> QualityReference:
-    """The reference for a checkpoint: :data:`DEFAULT_REFERENCE` at the pixel spacing it was trained at.
+def reference_for_model(
+    pixel_spacing_um: tuple[float, float] | None, base: QualityReference | None = None
+) -> QualityReference:
+    """The reference for a checkpoint: ``base`` (:data:`DEFAULT_REFERENCE`) at the spacing it was trained at.
 
-    The spacing is read from the checkpoint's training record, ``pixel_spacing_um`` (or ``spacing_um``):
-    ``[axial, lateral]`` or ``[z, axial, lateral]`` in µm; without it the Duke training spacing is kept.
+    ``pixel_spacing_um`` is the checkpoint's (axial, lateral) training spacing in µm
+    (``LoadedModel.pixel_spacing_um``); ``None`` keeps the Duke training spacing.
     """
     reference = base or DEFAULT_REFERENCE
-    record = training or {}
-    spacing = record.get("pixel_spacing_um", record.get("spacing_um"))
-    if isinstance(spacing, dict):
-        spacing = [spacing.get("axial"), spacing.get("lateral")]
-    try:
-        values = [float(v) for v in spacing][-2:] if spacing is not None else []
-    except (TypeError, ValueError):
-        values = []
+    if pixel_spacing_um is None:
+        return reference
+    values = [float(v) for v in pixel_spacing_um]
     if len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values):
         return reference.with_spacing((values[0], values[1]))
     return reference
