@@ -34,7 +34,7 @@ def test_segment_dock_adds_uncertainty_layer_and_quality(make_napari_viewer, qtb
     widget.device.value = "cpu"
     widget.uncertainty_check.value = True
     widget.start()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
     assert errors == []
     assert [layer.name for layer in viewer.layers] == ["scan", "scan labels", "scan uncertainty"]
     unc = viewer.layers["scan uncertainty"]
@@ -56,7 +56,7 @@ def test_segment_dock_without_uncertainty_layer(make_napari_viewer, qtbot, tiny_
     widget.checkpoint.value = str(tiny_checkpoint)
     widget.device.value = "cpu"
     widget.start()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
     assert [layer.name for layer in viewer.layers] == ["scan", "scan labels"]
 
 
