@@ -81,7 +81,7 @@ def test_bad_inputs_are_reported_and_the_rest_processed(tmp_path, oct_inputs, ti
     assert len(lines) == 4 and all(line.startswith("octseg segment: error: ") for line in lines)
     assert "foreign.vol" in lines[0] and "NaN" in lines[1] and "missing.npy" in lines[2] and "empty.tif" in lines[3]
     assert "Traceback" not in captured.err
-    assert _files(out) == ["vol.labels.json", "vol.labels.tif"]
+    assert _files(out) == ["vol.labels.json", "vol.labels.tif", "vol.qc.csv"]
     assert "1 of 5 inputs segmented" in captured.out
 
 
@@ -165,7 +165,7 @@ def test_command_line_entry_point_prints_no_traceback(tmp_path, oct_inputs, tiny
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "foreign.vol" in proc.stderr
-    assert _files(out) == ["vol.labels.json", "vol.labels.tif"]
+    assert _files(out) == ["vol.labels.json", "vol.labels.tif", "vol.qc.csv"]
 
 
 @pytest.mark.slow
