@@ -34,7 +34,7 @@ from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
 from .ordering import FLUID, labels_from_edges, ordered_edges, paint_fluid
-from .quality.score import QualityAccumulator, QualityReport, reference_for_model
+from .quality.score import QualityAccumulator, QualityReport
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
 _CHECK_CHUNK = 8
@@ -351,7 +351,11 @@ def segment(
     labels = np.empty((n, height, width), dtype=np.uint8)
     probabilities = np.empty((n, n_classes, height, width), dtype=np.float16) if return_probabilities else None
     uncertainty = np.empty((n, height, width), dtype=np.float16) if return_uncertainty else None
-    accumulator = _quality_accumulator(gm, model) if return_uncertainty else None
+    accumulator = (
+        QualityAccumulator.for_grid(gm.native_spacing_um, gm.model_spacing_um, model.pixel_spacing_um)
+        if return_uncertainty
+        else None
+    )
 
     t0 = time.perf_counter()
     done = 0
@@ -413,19 +417,6 @@ def segment(
         uncertainty=uncertainty,
         quality=accumulator.report() if accumulator is not None else None,
     )
-
-
-def _quality_accumulator(gm: GridMap, model: LoadedModel) -> QualityAccumulator:
-    """Quality bookkeeping: labels on the native grid, network input on the model's grid.
-
-    The network sees the model's own spacing when the B-scans were resampled to it, the native spacing
-    when the checkpoint records none, and an unknown one (no penalty; the notes say so) otherwise.
-    """
-    reference = reference_for_model(model.pixel_spacing_um)
-    native, trained = gm.native_spacing_um, gm.model_spacing_um
-    seen = trained if native is not None and trained is not None else native
-    axial = native[0] if native is not None else reference.spacing_um[0]
-    return QualityAccumulator(axial, seen, reference)
 
 
 def bscan_hashes(labels: np.ndarray) -> list[str]:

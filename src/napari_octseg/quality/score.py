@@ -340,6 +340,25 @@ class QualityAccumulator:
         self.reference = reference
         self._parts: list[dict[str, np.ndarray]] = []
 
+    @classmethod
+    def for_grid(
+        cls,
+        native_um: tuple[float, float] | None,
+        model_grid_um: tuple[float, float] | None,
+        trained_um: tuple[float, float] | None,
+    ) -> QualityAccumulator:
+        """Bookkeeping for a segmentation whose labels are on the native grid (``native_um``, or unknown).
+
+        The network saw the model's grid spacing (``model_grid_um``) when the B-scans were resampled to it,
+        the native spacing when the checkpoint records none, and an unknown one otherwise (no penalty; the
+        segmentation's notes say that the scale was assumed). ``trained_um`` is the checkpoint's training
+        spacing (``None``: the Duke spacing of :data:`DEFAULT_REFERENCE`).
+        """
+        reference = reference_for_model(trained_um)
+        seen = model_grid_um if native_um is not None and model_grid_um is not None else native_um
+        axial = native_um[0] if native_um is not None else reference.spacing_um[0]
+        return cls(axial, seen, reference)
+
     def add(self, images: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray) -> None:
         """Measure one batch: normalised network input, labels and uncertainty (n, depth, width)."""
         from .stats import bscan_statistics
