@@ -68,9 +68,8 @@ def test_quality_panel_lists_flagged_first_goes_to_and_warns(make_napari_viewer,
     panel = qp.QualityPanel(viewer)
     reasons = [[], ["high noise"], [], [], ["fluid outside the retina"]]
     panel.show_quality(_record([0.9, 0.2, 0.8, 0.6, 0.1], reasons), layer)
-    values = [value for _, value in panel.choice.choices]
-    assert values == [1, 4, 3, 2, 0]  # flagged (in B-scan order), then the lowest
-    assert panel.choice.choices[0][0] == "1: 0.20 high noise"
+    assert list(panel.choice.choices) == [1, 4, 3, 2, 0]  # flagged (in B-scan order), then the lowest
+    assert panel.choice.native.itemText(0) == "1: 0.20 high noise"
     assert panel.summary.value == "2 of 5 B-scan(s) flagged (quality < 0.5)"
     assert warnings == []
     panel.choice.value = 4

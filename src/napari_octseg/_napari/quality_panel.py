@@ -65,7 +65,9 @@ class _QualityPlot(FigureCanvasQTAgg):
         self._n = len(scores)
         if scores:
             colors = ["#d62728" if s < flag_below else "#7f9fbf" for s in scores]
-            self.ax.bar(np.arange(len(scores)), scores, width=0.9, color=colors)
+            # a sliver for quality 0, so a flagged B-scan never disappears from the plot
+            heights = [max(score, 0.03) for score in scores]
+            self.ax.bar(np.arange(len(scores)), heights, width=0.9, color=colors)
             self.ax.axhline(flag_below, color="#444444", lw=0.8, ls="--")
             self.ax.set_xlim(-0.6, len(scores) - 0.4)
         self.ax.set_ylim(0, 1)
