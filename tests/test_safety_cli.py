@@ -218,7 +218,7 @@ def test_output_folder_that_cannot_be_made_is_one_line(files, tmp_path, capsys, 
 
 
 OUTPUTS = {
-    "segment": ["vol.labels.tif", "vol.labels.json"],
+    "segment": ["vol.labels.tif", "vol.labels.json", "vol.qc.csv"],
     "gradcam": ["vol.gradcam.tif", "vol.gradcam.json"],
     "thickness": ["t.csv", "t_etdrs.csv"],
     "evaluate": ["e.csv"],
@@ -289,7 +289,7 @@ def test_interrupt_on_the_second_input_keeps_the_first_complete(files, tmp_path,
     argv = _argv("segment", files, out)
     argv.insert(2, str(tmp_path / "b.npy"))
     assert main(argv) == 130
-    assert _files_under(out) == ["vol.labels.json", "vol.labels.tif"]
+    assert _files_under(out) == ["vol.labels.json", "vol.labels.tif", "vol.qc.csv"]
     assert tifffile.imread(out / "vol.labels.tif").shape == (2, 32, 32)
 
 

@@ -290,3 +290,18 @@ def test_export_csv_reads_back_the_maps(tmp_path):
 def test_analyse_rejects_bad_fovea():
     with pytest.raises(InputError, match="fovea"):
         report_of(flat_volume(3, 4), GRID_SCALE, fovea=(np.nan, 1.0))
+
+
+def test_csv_quality_column_exact():
+    from napari_octseg.core.errors import InputError
+    from napari_octseg.core.thickness import ascan_csv_text, thickness_maps
+
+    lab = np.zeros((2, 6, 1), np.uint8)
+    lab[:, 1:5, 0] = [1, 2, 3, 4]  # layers 5-7 absent: NaN
+    maps = thickness_maps(lab)
+    lines = ascan_csv_text(maps, "v", np.array([0.25, 1.0])).splitlines()
+    assert lines[0] == "volume,bscan,ascan,layer,thickness_px,quality"
+    assert lines[1].endswith(",0.2500") and lines[-1].endswith(",1.0000")
+    assert len(lines) == 1 + 2 * 9
+    with pytest.raises(InputError):
+        ascan_csv_text(maps, "v", np.array([0.5]))

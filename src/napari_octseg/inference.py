@@ -33,6 +33,7 @@ from .models.device import select_device
 from .models.normalization import normalize_bscans
 from .models.runtime import inference_network, release_cached
 from .ordering import FLUID, labels_from_edges, ordered_edges, paint_fluid
+from .quality.score import QualityAccumulator, QualityReport
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
 _CHECK_CHUNK = 8
@@ -66,6 +67,13 @@ class SegmentationResult:
         on the model's grid.
     notes
         Sentences for the user about what was assumed (unknown scale, detected reflectivity...).
+    uncertainty
+        float16 (n_bscans, depth, width) per-pixel uncertainty in [0, 1] on the input's grid: one minus the
+        softmax margin between the two likeliest classes (:func:`napari_octseg.quality.pixel_uncertainty`), or
+        ``None`` unless requested.
+    quality
+        Per-B-scan quality with reasons (:class:`~napari_octseg.quality.QualityReport`), or ``None`` unless
+        the uncertainty was requested.
     """
 
     labels: np.ndarray
@@ -80,6 +88,8 @@ class SegmentationResult:
     model_spacing_um: tuple[float, float] | None = None
     model_shape: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    uncertainty: np.ndarray | None = None
+    quality: QualityReport | None = None
 
     def provenance(self) -> dict[str, Any]:
         """JSON-serialisable record of the preprocessing decisions (for the labels sidecar)."""
@@ -152,8 +162,12 @@ def _forward(
     *,
     ordered: bool,
     want_probabilities: bool,
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Labels (and float16 probabilities) on the native grid of model-grid B-scans ``x`` (n, h, w).
+    want_uncertainty: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
+    """Labels (and float16 probabilities, uncertainty) on the native grid of model-grid B-scans ``x`` (n, h, w).
+
+    The uncertainty is one minus the margin between the two likeliest classes' probabilities
+    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), from the same softmax.
 
     Grad mode is switched off only inside this call, never across the generator's yields (which
     would leak into the caller's thread).
@@ -184,7 +198,15 @@ def _forward(
         probs = None
         if want_probabilities:
             probs = to_native_grid(probs_t.cpu().numpy(), gm).astype(np.float16)
-        return labels, probs, n_out
+        unc = None
+        if want_uncertainty:
+            if n_out > 1:
+                top2 = probs_t.topk(2, dim=1).values
+                margin = (1.0 - (top2[:, 0] - top2[:, 1])).clamp_(0.0, 1.0).cpu().numpy()
+                unc = to_native_grid(margin, gm).astype(np.float16)
+            else:
+                unc = np.zeros((x.shape[0], depth, n_cols), np.float16)
+        return labels, probs, n_out, unc
 
 
 def _plan(
@@ -223,6 +245,7 @@ def segment(
     batch_size: int = 4,
     device: str | torch.device = "auto",
     return_probabilities: bool = False,
+    return_uncertainty: bool = False,
     cancel: Callable[[], bool] | None = None,
     scale_um: tuple[float, ...] | None = None,
     reflectivity: str = "auto",
@@ -249,6 +272,10 @@ def segment(
     return_probabilities
         Also return float16 softmax probabilities (n_bscans, n_classes, depth, width); this costs
         ``2 * n_classes`` bytes per voxel.
+    return_uncertainty
+        Also return the float16 per-pixel uncertainty (n_bscans, depth, width) (2 bytes per voxel) and the
+        per-B-scan quality (:mod:`napari_octseg.quality`), both computed batch by batch in the same pass.
+        The labels are the same either way.
     cancel
         Polled before each batch; when it returns ``True``, :class:`Cancelled` is raised.
     scale_um
@@ -289,6 +316,12 @@ def segment(
     n_classes = len(model.class_names)
     labels = np.empty((n, height, width), dtype=np.uint8)
     probabilities = np.empty((n, n_classes, height, width), dtype=np.float16) if return_probabilities else None
+    uncertainty = np.empty((n, height, width), dtype=np.float16) if return_uncertainty else None
+    accumulator = (
+        QualityAccumulator.for_grid(gm.native_spacing_um, gm.model_spacing_um, model.pixel_spacing_um)
+        if return_uncertainty
+        else None
+    )
 
     t0 = time.perf_counter()
     done = 0
@@ -300,8 +333,14 @@ def segment(
         x = normalize_bscans(to_model_grid(_display_batch(data, kind, done, stop), gm), model.normalization)
         out_of_memory = False
         try:
-            batch_labels, batch_probs, n_out = _forward(
-                net, x, dev, gm, ordered=ordered, want_probabilities=probabilities is not None
+            batch_labels, batch_probs, n_out, batch_unc = _forward(
+                net,
+                x,
+                dev,
+                gm,
+                ordered=ordered,
+                want_probabilities=probabilities is not None,
+                want_uncertainty=return_uncertainty,
             )
         except Exception as exc:
             if not _is_oom(exc):
@@ -323,6 +362,9 @@ def segment(
         labels[done:stop] = batch_labels
         if probabilities is not None:
             probabilities[done:stop] = batch_probs
+        if uncertainty is not None and accumulator is not None and batch_unc is not None:
+            uncertainty[done:stop] = batch_unc
+            accumulator.add(x, batch_labels, batch_unc)
         done = stop
         yield Progress(done, n, "segmenting", {"batch_size": batch_size, "device": str(dev)})
     return SegmentationResult(
@@ -338,6 +380,8 @@ def segment(
         model_spacing_um=gm.model_spacing_um,
         model_shape=gm.model_shape,
         notes=notes,
+        uncertainty=uncertainty,
+        quality=accumulator.report() if accumulator is not None else None,
     )
 
 

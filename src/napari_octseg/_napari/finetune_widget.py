@@ -49,6 +49,7 @@ from ._model_panel import (
     model_info_text,
 )
 from ._runner import JobRunner
+from .quality_panel import CorrectionSuggestions
 from .segment_widget import AUTO_LABELS_KEY, SEGMENTATION_KEY
 
 
@@ -86,6 +87,7 @@ class FinetuneWidget(ScrollDock):
             label="B-scans", tooltip="0-based B-scan indices to learn from, e.g. 0, 5, 9 or 3-6"
         )
         self.detected_label = Label(label="", value="")
+        self.suggestions = CorrectionSuggestions(viewer, lambda: self.labels_combo.value, self._use_suggestions)
         self.detect_btn = PushButton(
             text="Detect", tooltip="list the B-scans that differ from the automatic segmentation (corrected ones)"
         )
@@ -167,6 +169,7 @@ class FinetuneWidget(ScrollDock):
                 self.bscans_edit,
                 self.detected_label,
                 Container(widgets=[self.detect_btn, self.current_btn], layout="horizontal", labels=False),
+                self.suggestions,
                 self.base_combo,
                 self.base_file,
                 self.base_info,
@@ -263,6 +266,10 @@ class FinetuneWidget(ScrollDock):
         if found:
             self.bscans_edit.value = format_bscans(found)
         return found
+
+    def _use_suggestions(self, indices: list[int]) -> None:
+        """Put the B-scans proposed for correction in the list (the user corrects them, then fine-tunes)."""
+        self.bscans_edit.value = format_bscans(sorted(indices))
 
     def add_current_bscan(self, _value: Any = None) -> None:
         """Add the B-scan shown in the viewer to the list."""

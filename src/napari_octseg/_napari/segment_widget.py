@@ -7,7 +7,9 @@ existing Labels layer.
 The new layer's metadata holds, under ``"octseg_auto_labels"``, one digest per B-scan of the automatic
 result (:func:`napari_octseg.io.provenance.edit_record`), so the fine-tune widget can tell which B-scans
 the user has since edited (:func:`napari_octseg.io.provenance.edited_bscans`) without a copy of the
-volume, also after the layer was saved with the plugin's writer and opened again.
+volume, also after the layer was saved with the plugin's writer and opened again,
+and, under ``"octseg_quality"``, the per-B-scan quality (:mod:`napari_octseg.quality`), shown in the dock's
+quality panel; an optional "uncertainty" Image layer shows the per-pixel uncertainty.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from functools import partial
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, LineEdit
+from magicgui.widgets import CheckBox, ComboBox, LineEdit
 from napari.utils.notifications import show_warning
 
 from ..core.intensity import REFLECTIVITY_CHOICES
@@ -32,8 +34,9 @@ from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
 from ._legend import ClassLegend
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
+from .quality_panel import QUALITY_KEY, QualityPanel
 
-__all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "SEGMENTATION_KEY", "SegmentWidget"]
+__all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "QUALITY_KEY", "SEGMENTATION_KEY", "SegmentWidget"]
 
 #: Metadata key of the record of the automatic result (per-B-scan digests; :mod:`napari_octseg.io.provenance`).
 AUTO_LABELS_KEY = EDIT_RECORD_KEY
@@ -60,6 +63,7 @@ def _segmentation_job(
         cancel=cancel,
         scale_um=scale_um or volume.scale_um,
         reflectivity=reflectivity,
+        return_uncertainty=True,
     )
     return layer, loaded, result
 
@@ -86,10 +90,21 @@ class SegmentWidget(ModelJobWidget):
             tooltip="auto: the file's word, else detected; linear: raw reflectivity (shown as x**0.25); "
             "display: already compressed grey values",
         )
+        self.uncertainty_check = CheckBox(
+            text="add an uncertainty layer",
+            value=False,
+            tooltip="per-pixel uncertainty (1 - margin of the two likeliest classes) as an Image layer",
+        )
+        self.quality_panel = QualityPanel(viewer)
         #: Class names and colours of the Labels layers this dock makes; its position is the end of the
         #: dock, so rows added later (options above the run button, results below) keep the legend last.
         self.legend = ClassLegend()
-        super().__init__(viewer, options=[self.scale_um, self.reflectivity], batch_size=4, results=[self.legend])
+        super().__init__(
+            viewer,
+            options=[self.scale_um, self.reflectivity, self.uncertainty_check],
+            results=[self.quality_panel, self.legend],
+            batch_size=4,
+        )
 
     def _check_options(self) -> None:
         parse_scale(self.scale_um.value, "scale")
@@ -111,8 +126,30 @@ class SegmentWidget(ModelJobWidget):
         return f"B-scan {event.done}/{event.total} on {info.get('device', '?')} (batch {info.get('batch_size', '?')})"
 
     def _show_result(self, payload: tuple[Image, Any, SegmentationResult]) -> str:
-        self.add_labels_layer(*payload)
+        layer = self.add_labels_layer(*payload)
+        image, _, result = payload
+        if self.uncertainty_check.value and result.uncertainty is not None:
+            self.add_uncertainty_layer(image, result)
+        if result.quality is not None:
+            self.quality_panel.show_quality(result.quality.summary(), layer)
         return str(self.status.value)
+
+    def add_uncertainty_layer(self, image: Image, result: SegmentationResult) -> Any:
+        """Add the per-pixel uncertainty (0-1) as an Image layer aligned with ``image``; return it."""
+        assert result.uncertainty is not None
+        data = result.uncertainty if image.ndim == 3 else result.uncertainty[0]
+        return self._viewer.add_image(
+            data,
+            name=unique_layer_name(self._viewer, f"{image.name} uncertainty"),
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.7,
+            blending="additive",
+            scale=tuple(image.scale),
+            translate=tuple(image.translate),
+            units=tuple(image.units),
+            metadata={"octseg_uncertainty": "1 - margin of the two likeliest classes: 0 certain, 1 a tie"},
+        )
 
     def add_labels_layer(self, image: Image, loaded: Any, result: SegmentationResult) -> Any:
         """Add ``result`` as a new Labels layer aligned with ``image``; return the layer."""
@@ -135,13 +172,18 @@ class SegmentWidget(ModelJobWidget):
             },
             AUTO_LABELS_KEY: edit_record(result.labels),
         }
+        if result.quality is not None:
+            metadata[QUALITY_KEY] = result.quality.summary()
         name = unique_layer_name(self._viewer, f"{image.name} labels")
         kwargs = labels_layer_kwargs(name, result.class_names, scale=tuple(image.scale), metadata=metadata)
         kwargs["translate"] = tuple(image.translate)
         kwargs["units"] = tuple(image.units)  # µm only when the image has them (no mixed-unit warning)
         new_layer = self._viewer.add_labels(labels, **kwargs)
         n = result.labels.shape[0]
+        flagged = int(result.quality.flagged.sum()) if result.quality is not None else 0
         self.status.value = f"added '{name}': {n} B-scan(s) in {result.seconds:.1f} s on {result.device}"
+        if flagged:
+            self.status.value += f"; {flagged} flagged, see quality below"
         for note in result.notes:
             show_warning(f"{image.name}: {note}")
         if result.notes:

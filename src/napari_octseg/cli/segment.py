@@ -7,7 +7,10 @@ result, device, seconds; format in :mod:`napari_octseg.io.labels`). Both are wri
 Re-running the same command skips inputs whose outputs are up to date (same model file, same input,
 same options) and redoes stale or partial ones; files octseg did not make are kept unless ``--force``.
 ``--shard K/N`` (or ``torchrun``) processes one share of the inputs; every run appends one row per
-input to ``DIR/octseg-manifest.jsonl``.
+input to ``DIR/octseg-manifest.jsonl``. Also ``DIR/<stem>.qc.csv`` (quality, flags, reasons and the measurements
+behind them, one row per B-scan; see :mod:`napari_octseg.quality`) and, with ``--uncertainty``,
+``DIR/<stem>.uncertainty.tif`` (float16 per-pixel uncertainty in [0, 1]). An input with flagged B-scans gets
+one warning line naming them and why.
 
 An input that cannot be processed (unreadable, non-finite, output already there) is reported on one
 line and skipped; the others are still processed and the command exits 1 at the end. Problems that
@@ -35,6 +38,8 @@ from ._common import (
 
 LABELS_SUFFIX = ".labels.tif"
 SIDECAR_SUFFIX = ".labels.json"
+QC_SUFFIX = ".qc.csv"
+UNCERTAINTY_SUFFIX = ".uncertainty.tif"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,34 +49,75 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment retinal layers of OCT files into label volumes",
         description=(
             "Segment the retinal layers of OCT files. Writes DIR/<stem>.labels.tif (uint8, n_bscans x depth x width) "
-            "and DIR/<stem>.labels.json per input. Re-running skips inputs whose outputs are up to date (same model "
-            "file, same input) and redoes stale or partial ones; other existing files are kept unless --force. "
+            ", DIR/<stem>.labels.json and DIR/<stem>.qc.csv (quality per B-scan) per input; B-scans whose quality "
+            "is low are named on one warning line per input. Re-running skips inputs whose outputs are up to "
+            "date (same model file, same input) and redoes stale or partial ones; other existing files are kept "
+            "unless --force. "
             "Inputs that fail are reported and skipped; the exit code is then 1. One row per input goes to "
             "DIR/octseg-manifest.jsonl."
         ),
     )
     add_input_options(p)
     add_run_options(p, batch_size=4)
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write DIR/<stem>.uncertainty.tif: per-pixel uncertainty in [0, 1] (1 - margin of the two likeliest "
+        "classes)",
+    )
     p.set_defaults(func=run)
 
 
 def _segment_one(
-    path: Path, volume, tif_path: Path, json_path: Path, run: dict, overwrite: bool, args: argparse.Namespace, loaded
+    path: Path,
+    volume,
+    targets: tuple[Path, ...],
+    run: dict,
+    overwrite: bool,
+    args: argparse.Namespace,
+    loaded,
 ) -> Outcome:
-    """Segment one (already read) input and write its outputs; return the summary line."""
+    """Segment one (already read) input and write its outputs; return the summary line.
+
+    ``targets``: the labels TIFF, the QC table, (the uncertainty TIFF,) and last the sidecar. The QC table
+    and the uncertainty are written first, the labels and their sidecar last (atomically together), so an
+    interrupted run leaves no sidecar and the next run redoes the input.
+    """
+    import tifffile
+
+    from ..core.atomic import atomic_path, check_writable
     from ..core.progress import tqdm_drain
     from ..inference import segment
     from ..io.labels import write_labels_file
     from ..io.provenance import edit_record
+    from ..quality.report import qc_csv_text
+    from ..quality.score import warning_line
 
+    tif_path, qc_path = targets[0], targets[1]
+    unc_path = targets[2] if args.uncertainty else None
+    for target in targets:
+        check_writable(target, overwrite)
     check_run_memory(path, volume, args, loaded, "segment")
     scale = parse_scale(args.scale) or volume.scale_um
     gen = segment(
-        volume, loaded, batch_size=args.batch_size, device=args.device, scale_um=scale, reflectivity=args.reflectivity
+        volume,
+        loaded,
+        batch_size=args.batch_size,
+        device=args.device,
+        scale_um=scale,
+        reflectivity=args.reflectivity,
+        return_uncertainty=True,
     )
     result = tqdm_drain(gen, desc=path.name, disable=args.quiet)
     for note in result.notes:
         warn(f"{path.name}: {note}")
+    quality = result.quality
+    assert quality is not None and result.uncertainty is not None  # requested above
+    with atomic_path(qc_path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(qc_csv_text(quality), encoding="utf-8")
+    if unc_path is not None:
+        with atomic_path(unc_path, overwrite=overwrite) as tmp:
+            tifffile.imwrite(tmp, result.uncertainty, photometric="minisblack", metadata={"axes": "ZYX"})
     write_labels_file(
         tif_path,
         result.labels,
@@ -86,7 +132,13 @@ def _segment_one(
         device=result.device,
         batch_size=result.batch_size,
         seconds=round(result.seconds, 3),
+        quality=quality.summary(),
+        qc_file=qc_path.name,
+        uncertainty_file=unc_path.name if unc_path is not None else None,
     )
+    warning = warning_line(quality, path.name)
+    if warning is not None:
+        warn(warning)
     n, h, w = result.labels.shape
     rate = n / result.seconds if result.seconds > 0 else float("inf")
     line = f"{path}: {n} x {h} x {w} -> {tif_path} ({result.seconds:.1f} s, {rate:.2f} B-scans/s, {result.device})"
@@ -98,14 +150,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_run(args)
     spec = BatchSpec(
         command="segment",
-        suffixes=(LABELS_SUFFIX, SIDECAR_SUFFIX),
+        # the sidecar last: it marks the input as done (see napari_octseg.batch)
+        suffixes=(LABELS_SUFFIX, QC_SUFFIX) + ((UNCERTAINTY_SUFFIX,) if args.uncertainty else ()) + (SIDECAR_SUFFIX,),
         done_verb="segmented",
         load=read_input,
         process=lambda path, volume, targets, run, overwrite: _segment_one(
-            path, volume, *targets, run, overwrite, args, loaded
+            path, volume, targets, run, overwrite, args, loaded
         ),
         model=model_identity(args.model),
         # what changes the labels (batch size and device do not)
-        options={"scale": args.scale, "reflectivity": args.reflectivity},
+        options={"scale": args.scale, "reflectivity": args.reflectivity, "uncertainty": bool(args.uncertainty)},
     )
     return run_batch(spec, args, [Path(p) for p in args.inputs])

@@ -18,6 +18,7 @@ one long-format CSV and one sector CSV for the whole cohort with ``subject`` and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,20 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
 
 def _sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
+
+
+def _read_sidecar(path: Path) -> dict:
+    """The JSON sidecar ``octseg segment`` writes beside ``<stem>.labels.tif`` (empty when absent)."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{sidecar}: not a readable labels sidecar ({exc})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{sidecar}: not a readable labels sidecar (not a JSON object)")
+    return info
 
 
 @dataclass
@@ -214,8 +229,13 @@ def run(args: argparse.Namespace) -> int:
         etdrs_check(labels, scale, pattern, laterality)
     report = tqdm_drain(analyse(labels, scale, laterality, pattern, fovea=fovea), desc="thickness", disable=args.quiet)
     identity = found.identity.located(report.sectors.fovea, report.thickness.scale_um)
+    quality = None
+    if Path(args.input).suffix.lower() in LABEL_SUFFIXES:  # the segmentation's quality, from its sidecar
+        from ..quality.report import quality_from_sidecar
+
+        quality = quality_from_sidecar(_read_sidecar(Path(args.input)), found.labels.shape[0])
     try:
-        written = export_csv(report, args.csv, args.etdrs, force=args.force, identity=identity)
+        written = export_csv(report, args.csv, args.etdrs, force=args.force, identity=identity, quality=quality)
         if args.surfaces is not None:
             written.append(
                 export_surfaces_csv(report.thickness.boundaries, args.surfaces, scale, identity, force=args.force)

@@ -16,6 +16,10 @@ concatenate into one table; then
 * sectors: ``layer,sector,mean_um,volume_mm3,n_ascans,coverage`` (``mean_px`` when unscaled): the
   ETDRS or TSNIT sectors plus the ``total`` (6 mm disc) and ``scan`` (every measured A-scan) rows.
   ``coverage`` (0-1) explains NaN means: the sector was measured less than the required fraction.
+
+When the segmentation's per-B-scan quality is known (:mod:`napari_octseg.quality`), both files get a last
+column ``quality``: in the per-A-scan file the quality (0-1) of the row's B-scan, in the sector file the
+mean quality of the volume's B-scans, so rows from B-scans that should not be trusted can be filtered.
 """
 
 from __future__ import annotations
@@ -216,34 +220,61 @@ def _fmt(values: np.ndarray, decimals: int) -> list[str]:
     return np.where(np.isfinite(values), text, "").tolist()
 
 
-def ascan_csv_text(thickness: ThicknessMaps, identity: ScanIdentity | str | None = None) -> str:
-    """Per-A-scan long-format CSV (identity columns, then ``bscan,ascan,layer,thickness_<unit>``).
+def _check_quality(quality: np.ndarray | None, n_bscans: int) -> np.ndarray | None:
+    if quality is None:
+        return None
+    q = np.asarray(quality, dtype=np.float64).reshape(-1)
+    if q.shape != (n_bscans,):
+        raise InputError(f"quality must have one value per B-scan ({n_bscans}); got {q.shape[0]}")
+    return q
 
-    ``identity`` may be a bare subject name.
+
+def ascan_csv_text(
+    thickness: ThicknessMaps, identity: ScanIdentity | str | None = None, quality: np.ndarray | None = None
+) -> str:
+    """Per-A-scan long-format CSV (identity columns, then ``bscan,ascan,layer,thickness_<unit>[,quality]``).
+
+    ``identity`` may be a bare subject name; ``quality``: float (n_bscans,) per-B-scan quality in [0, 1], or
+    ``None`` (no column).
     """
     prefix0 = as_identity(identity).prefix()
     n, width = thickness.shape
     stack = np.stack([thickness.maps[name] for name in THICKNESS_LAYERS], axis=-1)  # (n, W, L)
     values = _fmt(stack.reshape(-1), 3)
     n_layers = len(THICKNESS_LAYERS)
+    q = _check_quality(quality, n)
+    suffix = [""] * n if q is None else ["," + v for v in _fmt(q, 4)]
     out = io.StringIO()
-    out.write(f"{identity_header()}bscan,ascan,layer,thickness_{thickness.unit}\n")
+    out.write(
+        f"{identity_header()}bscan,ascan,layer,thickness_{thickness.unit}" + ("" if q is None else ",quality") + "\n"
+    )
     prefixes = [f"{prefix0}{b},{a}," for b in range(n) for a in range(width)]
     layer_cells = [f"{name}," for name in THICKNESS_LAYERS]
     for p, prefix in enumerate(prefixes):
         base = p * n_layers
+        end = suffix[p // width] + "\n"
         for li in range(n_layers):
-            out.write(prefix + layer_cells[li] + values[base + li] + "\n")
+            out.write(prefix + layer_cells[li] + values[base + li] + end)
     return out.getvalue()
 
 
-def sector_csv_text(table: SectorTable, identity: ScanIdentity | str | None = None) -> str:
-    """Sector CSV (identity columns, then ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage``)."""
+def sector_csv_text(
+    table: SectorTable, identity: ScanIdentity | str | None = None, quality: np.ndarray | None = None
+) -> str:
+    """Sector CSV (identity columns, then ``layer,sector,mean_<unit>,volume_mm3,n_ascans,coverage[,quality]``).
+
+    ``quality``: float (n_bscans,) per-B-scan quality; the column holds its mean (the volume's summary).
+    """
     prefix = as_identity(identity).prefix()
-    lines = [f"{identity_header()}layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"]
+    header = f"{identity_header()}layer,sector,mean_{table.unit},volume_mm3,n_ascans,coverage"
+    end = ""
+    if quality is not None and np.size(quality):
+        header += ",quality"
+        end = "," + _fmt(np.array([np.mean(np.asarray(quality, dtype=np.float64))]), 4)[0]
+    lines = [header]
     for r in table.rows:
         mean, vol, cov = _fmt(np.array([r.mean, r.volume_mm3, r.coverage]), 6)
-        lines.append(f"{prefix}{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}")
+        lines.append(f"{prefix}{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}{end}")
     return "\n".join(lines) + "\n"
 
 
@@ -272,8 +303,11 @@ def export_csv(
     volume_name: str = "volume",
     force: bool = False,
     identity: ScanIdentity | None = None,
+    quality: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the per-A-scan CSV (and the sector CSV) atomically.
+
+    ``quality`` (float (n_bscans,), or ``None``) adds the ``quality`` column to both files.
 
     ``identity`` fills the identity columns (its fovea is set from the report's grid); without it
     the subject column holds ``volume_name`` and the others are empty.
@@ -299,9 +333,10 @@ def export_csv(
     for target in targets:
         check_writable(target, force)
     who = as_identity(identity or volume_name).located(report.sectors.fovea, report.thickness.scale_um)
-    texts = [ascan_csv_text(report.thickness, who)]
+    quality = _check_quality(quality, report.thickness.shape[0])
+    texts = [ascan_csv_text(report.thickness, who, quality)]
     if sector_path is not None:
-        texts.append(sector_csv_text(report.sectors, who))
+        texts.append(sector_csv_text(report.sectors, who, quality))
     with atomic_paths(*targets, overwrite=force) as temporaries:
         for tmp, text in zip(temporaries, texts):
             tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,121 @@
+"""Per-B-scan measurements for the quality benchmark: segment shifted Duke subjects and the .vol files.
+
+For every (subject, shift, B-scan): the true mean Dice (classes 1-7 and fluid, a class absent from both
+ground truth and prediction left out), every statistic of :mod:`napari_octseg.quality.stats` computed
+from the segmentation's softmax probabilities (the pipeline's uncertainty, 1 - margin), the same uncertainty
+summaries from the normalised entropy (``*_entropy``), the whole-B-scan mean uncertainty (``uncertainty_all``)
+and the pixel spacing the B-scan had. One row per B-scan, written to CSV so the calibration and the evaluation
+can be redone without segmenting again.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from _shifts import DUKE_SCALE_UM, apply_shift
+
+from napari_octseg.core.classes import SCORED_CLASSES
+from napari_octseg.core.progress import run_generator
+from napari_octseg.core.volume import OctVolume
+from napari_octseg.inference import segment
+from napari_octseg.models.normalization import normalize_bscans
+from napari_octseg.quality.stats import bscan_statistics, pixel_uncertainty, uncertainty_statistics
+
+ROOT = Path(__file__).resolve().parents[1]
+DUKE = ROOT.parent / "shared" / "data" / "duke_dme"
+VOLS = ROOT.parent / "shared" / "data" / "heyex_vol"
+
+
+def bscan_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean Dice over classes 1-7 and 9 of each B-scan (n,); a class absent from both is left out."""
+    out = np.empty(len(pred))
+    for i, (p, t) in enumerate(zip(pred, truth)):
+        d = []
+        for c in SCORED_CLASSES:
+            a, b = p == c, t == c
+            denom = int(a.sum()) + int(b.sum())
+            if denom:
+                d.append(2.0 * int((a & b).sum()) / denom)
+        out[i] = float(np.mean(d)) if d else np.nan
+    return out
+
+
+def measure(volume: OctVolume, model, reference_thickness: dict[int, float] | None) -> tuple[dict, np.ndarray]:
+    """Segment ``volume`` and return (statistics dict of (n,) arrays, labels)."""
+    result = run_generator(segment(volume, model, device="cpu", return_probabilities=True))
+    probs = result.probabilities
+    images = normalize_bscans(volume.display_data(), model.normalization)
+    axial = volume.scale_um[1] if volume.scale_um else DUKE_SCALE_UM[1]
+    unc = pixel_uncertainty(probs, "margin")
+    stats = bscan_statistics(images, result.labels, unc, axial, reference_thickness)
+    entropy = uncertainty_statistics(pixel_uncertainty(probs, "entropy"), result.labels)
+    stats["uncertainty_entropy"] = entropy["uncertainty"]
+    stats["uncertain_fraction_entropy"] = entropy["uncertain_fraction"]
+    stats["uncertainty_all"] = unc.mean(axis=(1, 2), dtype=np.float64)
+    return stats, result.labels
+
+
+def collect(
+    model, subjects: Iterable[int], shifts: Iterable[str], reference_thickness: dict[int, float] | None, log=print
+) -> list[dict]:
+    """Rows for every B-scan of every (subject, shift)."""
+    rows: list[dict] = []
+    for subj in subjects:
+        with np.load(DUKE / f"Subject_{subj:02d}.npz") as z:
+            images, labels = z["images"].astype(np.float32), z["labels"].astype(np.uint8)
+        for shift in shifts:
+            x, y, scale = apply_shift(shift, images, labels, DUKE_SCALE_UM, seed=subj)
+            stats, pred = measure(OctVolume(data=x, scale_um=scale), model, reference_thickness)
+            dice = bscan_dice(pred, y)
+            for i in range(len(x)):
+                row = {"source": f"Subject_{subj:02d}", "shift": shift, "bscan": i, "dice": dice[i]}
+                row.update({"axial_um": scale[1], "lateral_um": scale[2]})
+                row.update({k: float(v[i]) for k, v in stats.items()})
+                rows.append(row)
+            log(f"  Subject_{subj:02d} {shift:<13} mean Dice {np.nanmean(dice):.3f}")
+    return rows
+
+
+def collect_vols(model, reference_thickness: dict[int, float] | None) -> list[dict]:
+    """Rows for the B-scans of the two .vol files (no ground truth: Dice is NaN)."""
+    from napari_octseg.io import read
+
+    rows = []
+    for path in sorted(VOLS.glob("*.vol")):
+        volume = read(path)
+        stats, _ = measure(volume, model, reference_thickness)
+        for i in range(volume.n_bscans):
+            row = {"source": path.name, "shift": "device", "bscan": i, "dice": np.nan}
+            row.update({"axial_um": volume.scale_um[1], "lateral_um": volume.scale_um[2]})
+            row.update({k: float(v[i]) for k, v in stats.items()})
+            rows.append(row)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows written by :func:`write_rows` (older files, with the entropy as ``uncertainty`` and the margin as
+    ``uncertainty_margin``, are renamed to the current columns)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            if k not in ("source", "shift"):
+                r[k] = float(v) if v not in ("", "nan") else np.nan
+        if "uncertainty_margin" in r:
+            r["uncertainty_entropy"], r["uncertainty"] = r["uncertainty"], r.pop("uncertainty_margin")
+            r["uncertain_fraction_entropy"], r["uncertain_fraction"] = (
+                r["uncertain_fraction"],
+                r.pop("uncertain_fraction_margin"),
+            )
+    return rows

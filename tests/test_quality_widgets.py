@@ -1,0 +1,100 @@
+"""Quality in the docks: the Segment dock's uncertainty layer and quality panel, the Fine-tune suggestions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui
+
+from napari_octseg._napari import quality_panel as qp  # noqa: E402
+from napari_octseg._napari import segment_widget as sw  # noqa: E402
+
+SCALE = (120.0, 3.9, 11.3)
+
+
+def _record(scores, reasons=None, flag_below=0.5, ood=False):
+    return {
+        "score": list(scores),
+        "reasons": reasons or [[] for _ in scores],
+        "flag_below": flag_below,
+        "volume_out_of_distribution": ood,
+    }
+
+
+def test_segment_dock_adds_uncertainty_layer_and_quality(make_napari_viewer, qtbot, tiny_checkpoint, rng, errors):
+    viewer = make_napari_viewer()
+    data = rng.random((4, 48, 40)).astype(np.float32)
+    viewer.add_image(data, name="scan", scale=SCALE, units=("µm",) * 3)
+    widget = sw.SegmentWidget(viewer)
+    widget.model_choice.value = sw.FILE_CHOICE
+    widget.checkpoint.value = str(tiny_checkpoint)
+    widget.device.value = "cpu"
+    widget.uncertainty_check.value = True
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert errors == []
+    assert [layer.name for layer in viewer.layers] == ["scan", "scan labels", "scan uncertainty"]
+    unc = viewer.layers["scan uncertainty"]
+    assert unc.data.shape == data.shape and unc.colormap.name == "magma"
+    np.testing.assert_allclose(unc.scale, SCALE)
+    assert tuple(str(u) for u in unc.units) == ("micrometer",) * 3
+    assert 0.0 <= float(np.min(unc.data)) and float(np.max(unc.data)) <= 1.0
+    record = viewer.layers["scan labels"].metadata[qp.QUALITY_KEY]
+    assert len(record["score"]) == 4
+    assert len(widget.quality_panel.choice.choices) == 4
+    assert widget.quality_panel.plot._n == 4
+
+
+def test_segment_dock_without_uncertainty_layer(make_napari_viewer, qtbot, tiny_checkpoint, rng, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((2, 32, 32)).astype(np.float32), name="scan")
+    widget = sw.SegmentWidget(viewer)
+    widget.model_choice.value = sw.FILE_CHOICE
+    widget.checkpoint.value = str(tiny_checkpoint)
+    widget.device.value = "cpu"
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert [layer.name for layer in viewer.layers] == ["scan", "scan labels"]
+
+
+def test_quality_panel_lists_flagged_first_goes_to_and_warns(make_napari_viewer, monkeypatch):
+    warnings: list[str] = []
+    monkeypatch.setattr(qp, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.zeros((5, 8, 8), np.uint8), name="lab", scale=(10.0, 1.0, 1.0), translate=(5, 0, 0))
+    panel = qp.QualityPanel(viewer)
+    reasons = [[], ["high noise"], [], [], ["fluid outside the retina"]]
+    panel.show_quality(_record([0.9, 0.2, 0.8, 0.6, 0.1], reasons), layer)
+    assert list(panel.choice.choices) == [1, 4, 3, 2, 0]  # flagged (in B-scan order), then the lowest
+    assert panel.choice.native.itemText(0) == "1: 0.20 high noise"
+    assert panel.summary.value == "2 of 5 B-scan(s) flagged (quality < 0.5)"
+    assert warnings == []
+    panel.choice.value = 4
+    panel.go_button.changed.emit(True)
+    assert viewer.dims.point[0] == pytest.approx(5 + 4 * 10.0)
+    panel.show_quality(_record([0.1, 0.2], ood=True), layer)
+    assert len(warnings) == 1 and "look unlike the model's training data" in warnings[0]
+
+
+def test_finetune_dock_proposes_and_jumps(make_napari_viewer):
+    from napari_octseg._napari import finetune_widget as fw
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((10, 8, 8), np.float32), name="scan")
+    scores = [0.9, 0.1, 0.15, 0.2, 0.9, 0.9, 0.9, 0.9, 0.3, 0.9]
+    layer = viewer.add_labels(np.zeros((10, 8, 8), np.uint8), name="lab", metadata={qp.QUALITY_KEY: _record(scores)})
+    widget = fw.FinetuneWidget(viewer)
+    widget.labels_combo.value = layer
+    widget.suggestions.count.value = 2
+    assert widget.suggestions.suggest() == [1, 3]
+    assert widget.bscans_edit.value == "1, 3"
+    assert viewer.dims.point[0] == pytest.approx(1)
+    widget.suggestions.go_to_next()
+    assert viewer.dims.point[0] == pytest.approx(3)
+    plain = viewer.add_labels(np.zeros((10, 8, 8), np.uint8), name="no quality")
+    widget.labels_combo.value = plain
+    assert widget.suggestions.suggest() == []
+    assert "no quality recorded" in widget.suggestions.info.value
