@@ -66,7 +66,7 @@ def test_cli_writes_qc_table_uncertainty_and_one_warning_line(tmp_path, oct_inpu
     args = ["segment", str(oct_inputs / "vol.npy"), "--out", str(out), "--model", str(tiny_checkpoint)]
     assert main([*args, "--uncertainty", "--quiet", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.name != "octseg-manifest.jsonl") == [
         "vol.labels.json",
         "vol.labels.tif",
         "vol.qc.csv",
@@ -96,7 +96,11 @@ def test_cli_without_uncertainty_writes_no_uncertainty_file(tmp_path, oct_inputs
     out = tmp_path / "out"
     args = ["segment", str(oct_inputs / "bscan.npy"), "--out", str(out), "--model", str(tiny_checkpoint), "--quiet"]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["bscan.labels.json", "bscan.labels.tif", "bscan.qc.csv"]
+    assert sorted(p.name for p in out.iterdir() if p.name != "octseg-manifest.jsonl") == [
+        "bscan.labels.json",
+        "bscan.labels.tif",
+        "bscan.qc.csv",
+    ]
 
 
 def test_existing_uncertainty_file_is_kept_and_nothing_written(tmp_path, oct_inputs, tiny_checkpoint, capsys):
@@ -107,5 +111,5 @@ def test_existing_uncertainty_file_is_kept_and_nothing_written(tmp_path, oct_inp
     assert main([*args, "--uncertainty"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "already exists" in err
-    assert sorted(p.name for p in out.iterdir()) == ["vol.uncertainty.tif"]
+    assert sorted(p.name for p in out.iterdir() if p.name != "octseg-manifest.jsonl") == ["vol.uncertainty.tif"]
     assert (out / "vol.uncertainty.tif").read_bytes() == b"user's file"

@@ -188,18 +188,21 @@ def volume_source(path: Path, volume: OctVolume) -> dict:
     )
 
 
-def run_entry(run: dict | None) -> Callable[[Path, str], dict] | None:
-    """What the sidecar's ``"run"`` record gets once the TIFF is written: ``run`` plus the TIFF's identity.
+def run_entry(run: dict | None, written: dict[str, Path] | None = None) -> Callable[[Path, str], dict] | None:
+    """What the sidecar's ``"run"`` record gets once the TIFF is written: ``run`` plus the files' identity.
 
     ``run`` is a :func:`napari_octseg.batch.fingerprint`; the returned callable receives the written
-    (temporary) TIFF and returns the sidecar entries to add, which later runs compare to skip
-    up-to-date outputs.
+    (temporary) TIFF and its final name and returns the sidecar entries to add. ``written``: other outputs
+    of the same input, final name -> the (temporary) file holding it (QC table, uncertainty), recorded too.
+    Later runs compare these records to skip up-to-date outputs.
     """
     if run is None:
         return None
     from ..batch import RUN_KEY, data_file_record
 
+    others = {name: data_file_record(Path(p)) for name, p in (written or {}).items()}
+
     def entry(tmp_tif: Path, final_name: str) -> dict:
-        return {RUN_KEY: {**run, "files": {final_name: data_file_record(tmp_tif)}}}
+        return {RUN_KEY: {**run, "files": {**others, final_name: data_file_record(tmp_tif)}}}
 
     return entry

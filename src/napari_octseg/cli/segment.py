@@ -85,7 +85,7 @@ def _segment_one(
     """
     import tifffile
 
-    from ..core.atomic import atomic_path, check_writable
+    from ..core.atomic import atomic_paths, check_writable
     from ..core.progress import tqdm_drain
     from ..inference import segment
     from ..io.labels import write_labels_file
@@ -113,29 +113,31 @@ def _segment_one(
         warn(f"{path.name}: {note}")
     quality = result.quality
     assert quality is not None and result.uncertainty is not None  # requested above
-    with atomic_path(qc_path, overwrite=overwrite) as tmp:
-        Path(tmp).write_text(qc_csv_text(quality), encoding="utf-8")
-    if unc_path is not None:
-        with atomic_path(unc_path, overwrite=overwrite) as tmp:
-            tifffile.imwrite(tmp, result.uncertainty, photometric="minisblack", metadata={"axes": "ZYX"})
-    write_labels_file(
-        tif_path,
-        result.labels,
-        result.class_names,
-        scale_um=scale,
-        source=volume_source(path, volume),
-        model=loaded,
-        edits=edit_record(result.labels),
-        force=overwrite,
-        after_tiff=run_entry(run),
-        preprocessing=result.provenance(),
-        device=result.device,
-        batch_size=result.batch_size,
-        seconds=round(result.seconds, 3),
-        quality=quality.summary(),
-        qc_file=qc_path.name,
-        uncertainty_file=unc_path.name if unc_path is not None else None,
-    )
+    # The QC table and the uncertainty are renamed into place only after the labels and their sidecar
+    # are written (by the file format's owner): a failure anywhere leaves none of this input's outputs.
+    extra = [qc_path] + ([unc_path] if unc_path is not None else [])
+    with atomic_paths(*extra, overwrite=overwrite) as temporaries:
+        Path(temporaries[0]).write_text(qc_csv_text(quality), encoding="utf-8")
+        if unc_path is not None:
+            tifffile.imwrite(temporaries[1], result.uncertainty, photometric="minisblack", metadata={"axes": "ZYX"})
+        write_labels_file(
+            tif_path,
+            result.labels,
+            result.class_names,
+            scale_um=scale,
+            source=volume_source(path, volume),
+            model=loaded,
+            edits=edit_record(result.labels),
+            force=overwrite,
+            after_tiff=run_entry(run, {t.name: Path(tmp) for t, tmp in zip(extra, temporaries, strict=True)}),
+            preprocessing=result.provenance(),
+            device=result.device,
+            batch_size=result.batch_size,
+            seconds=round(result.seconds, 3),
+            quality=quality.summary(),
+            qc_file=qc_path.name,
+            uncertainty_file=unc_path.name if unc_path is not None else None,
+        )
     warning = warning_line(quality, path.name)
     if warning is not None:
         warn(warning)
