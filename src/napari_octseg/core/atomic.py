@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import OctsegError
 
 
-def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
+def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Refuse to overwrite an existing file unless ``force``; return the path."""
     path = Path(path)
     if path.exists() and not force:
@@ -20,7 +20,7 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
@@ -42,14 +42,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager
-def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
+def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[tuple[Path, ...]]:
     """Yield one temporary path per target; rename them onto their targets only if the block succeeds.
 
     Every temporary is complete before any is renamed, so a failure while writing any of them (full

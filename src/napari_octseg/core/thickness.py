@@ -234,8 +234,8 @@ def sector_csv_text(table: SectorTable) -> str:
 
 def export_csv(
     report: ThicknessReport,
-    ascan_path: str | os.PathLike,
-    sector_path: str | os.PathLike | None = None,
+    ascan_path: str | os.PathLike[str],
+    sector_path: str | os.PathLike[str] | None = None,
     volume_name: str = "volume",
     force: bool = False,
 ) -> list[Path]:
