@@ -250,10 +250,10 @@ def finetune_gain(tmp_path, seed: int = 0, state: dict | None = None) -> tuple[f
     return dice(base), dice(loaded), result, base_file
 
 
-#: Smallest Dice gain on the held-out B-scans over seeds 0-4 x torch threads 1 and 2, measured with
-#: benchmarks/learning_test_margins.py on two CPUs (see that script's docstring for the table); the
-#: test asks for well under half of it.
-MIN_FINETUNE_GAIN = 0.1
+#: Dice gain on the held-out B-scans over seeds 0-4 x torch threads 1 and 2, measured with
+#: benchmarks/learning_test_margins.py on a shared 2-core CPU (benchmarks/results/learning_test_margins.csv):
+#: 0.114-0.341 (1 thread), 0.141-0.394 (2 threads); base Dice 0.29-0.58. The test asks for under half the minimum.
+MIN_FINETUNE_GAIN = 0.05
 
 
 def test_checkpoint_record_reload_and_segment(tmp_path, pretrained_weights):

@@ -98,11 +98,12 @@ def fit_bands(seed: int = 0) -> tuple[float, float, float]:
     return first["val_loss"], best["val_loss"], best["val_pixel_accuracy"]
 
 
-#: Over seeds 0-4 x torch threads 1 and 2 (benchmarks/learning_test_margins.py, two CPUs) the best
-#: epoch's pixel accuracy was never below MEASURED and the best val loss at most LOSS_RATIO x the first
-#: epoch's; the thresholds sit well inside both (chance accuracy on 4 balanced bands is about 0.25).
-MIN_BANDS_ACCURACY = 0.7
-MAX_BANDS_LOSS_RATIO = 0.9
+#: Over seeds 0-4 x torch threads 1 and 2 (benchmarks/learning_test_margins.py on a shared 2-core CPU,
+#: benchmarks/results/learning_test_margins.csv) the best epoch's pixel accuracy was 0.766-1.0 and its val
+#: loss 0.05-0.23 x the first epoch's; the thresholds sit well inside both (chance accuracy on 4 balanced
+#: bands is about 0.25). With the former 6 epochs seed 2 reached only 0.55: hence 10 epochs.
+MIN_BANDS_ACCURACY = 0.5
+MAX_BANDS_LOSS_RATIO = 0.5
 
 
 def test_fit_learns_the_bands():

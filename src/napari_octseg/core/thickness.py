@@ -298,8 +298,8 @@ def check_scale(scale_um: tuple[float, float, float] | None) -> None:
 
 def export_csv(
     report: ThicknessReport,
-    ascan_path: str | os.PathLike,
-    sector_path: str | os.PathLike | None = None,
+    ascan_path: str | os.PathLike[str],
+    sector_path: str | os.PathLike[str] | None = None,
     volume_name: str = "volume",
     force: bool = False,
     identity: ScanIdentity | None = None,
