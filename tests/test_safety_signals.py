@@ -108,7 +108,8 @@ def test_sigkill_leaves_an_unmistakable_temporary_that_the_next_run_removes(job)
     proc.kill()
     proc.communicate(timeout=60)
     left = sorted(p.name for p in job["out"].iterdir() if p.name != "octseg-manifest.jsonl")
-    assert left and all(name.startswith((".vol.labels.", ".vol.qc.csv.")) and name.endswith(TEMP_SUFFIX) for name in left), left
+    ours = (".vol.labels.", ".vol.qc.csv.")
+    assert left and all(name.startswith(ours) and name.endswith(TEMP_SUFFIX) for name in left), left
     rc, out, err, _ = run_octseg(*job["args"])
     assert rc == 0, err
     assert sorted(p.name for p in job["out"].iterdir()) == [
