@@ -116,6 +116,7 @@ def test_sigkill_leaves_an_unmistakable_temporary_that_the_next_run_removes(job)
         "octseg-manifest.jsonl",
         "vol.labels.json",
         "vol.labels.tif",
+        "vol.qc.csv",
     ]
 
 
@@ -131,6 +132,7 @@ def test_two_runs_to_the_same_output_one_wins_the_other_gets_one_line(job):
         "octseg-manifest.jsonl",
         "vol.labels.json",
         "vol.labels.tif",
+        "vol.qc.csv",
     ]
     assert tifffile.imread(job["out"] / "vol.labels.tif").shape == (2, 32, 32)
 
