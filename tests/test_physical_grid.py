@@ -140,3 +140,12 @@ def test_segment_reads_linear_float_input_as_reflectivity():
     assert res.reflectivity == "linear" and any("linear reflectivity" in n for n in res.notes)
     res = run_generator(segment(linear, _tiny_model(None), device="cpu", reflectivity="display"))
     assert res.reflectivity == "display" and not res.notes
+
+
+def test_gradcam_runs_on_the_model_grid_and_returns_native_maps():
+    from napari_octseg.explain import gradcam
+
+    vol = OctVolume(data=np.random.default_rng(0).random((1, 48, 20), dtype=np.float32), scale_um=(50.0, 2.0, 30.0))
+    res = run_generator(gradcam(vol, _tiny_model((4.0, 10.0)), [1, 2], layer="decoder", device="cpu"))
+    assert res.heatmaps.shape == (2, 1, 48, 20) and res.labels.shape == (1, 48, 20)
+    assert np.isfinite(res.heatmaps.astype(np.float32)).all()

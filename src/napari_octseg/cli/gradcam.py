@@ -33,6 +33,7 @@ from ._common import (
     read_input,
     run_entry,
     volume_source,
+    with_scale_and_reflectivity,
 )
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def _explain_one(
     from ..io.heatmaps import write_heatmaps_file
 
     tif_path, json_path = targets
+    volume = with_scale_and_reflectivity(volume, args)
     check_run_memory(path, volume, args, loaded, "gradcam")
     try:
         region = parse_region(args.region, volume.shape) if args.region is not None else None

@@ -42,6 +42,7 @@ from ..core.classes import CLASS_NAMES
 from ..core.errors import Cancelled, InputError
 from ..core.progress import Progress
 from ..core.volume import OctVolume
+from ..grid import to_model_grid, to_native_grid, volume_grid
 from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
@@ -229,10 +230,15 @@ def gradcam(
     layer_module(net, layer)
     dev = select_device(device)
     mask = check_region(region, vol.shape) if region is not None else None
-    images = normalize_bscans(vol.display_data(), loaded.normalization)
+    # The segmentation's preprocessing: display grey values on the model's pixel grid (the spacing the
+    # checkpoint was trained at, from the volume's scale), normalised; heatmaps go back to the image's grid.
+    gm = volume_grid(vol.shape, vol.scale_um, loaded.pixel_spacing_um)
+    images = normalize_bscans(to_model_grid(vol.display_data(), gm), loaded.normalization)
+    todo = [int(b) for b in np.flatnonzero(mask.any(axis=(1, 2)))] if mask is not None else list(range(vol.n_bscans))
+    if mask is not None:
+        mask = to_model_grid(mask.astype(np.uint8), gm, nearest=True).astype(bool)
 
     n, height, width = images.shape
-    todo = [int(b) for b in np.flatnonzero(mask.any(axis=(1, 2)))] if mask is not None else list(range(n))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     heat = np.zeros((len(selected), n, height, width), dtype=np.float16)
     labels = np.zeros((n, height, width), dtype=np.uint8)
@@ -290,6 +296,8 @@ def gradcam(
         }
         for k, c in enumerate(selected)
     }
+    heat = to_native_grid(heat, gm)
+    labels = to_native_grid(labels, gm, nearest=True)
     return GradCamResult(
         heatmaps=heat,
         classes=selected,
