@@ -24,8 +24,18 @@ limit = int(os.environ.get("OCTSEG_TEST_AS", "0"))
 if limit:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 def _report():
+    # VmHWM is this process's own peak: ru_maxrss is inherited from the parent across fork and exec on
+    # Linux, so under a long pytest run it would report pytest's peak instead of the child's.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+    except OSError:
+        pass
     with open(os.environ["OCTSEG_TEST_RSS"], "w") as fh:
-        fh.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        fh.write(str(peak))
 atexit.register(_report)
 exec(os.environ.get("OCTSEG_TEST_PRELUDE", ""))
 from napari_octseg.cli import main

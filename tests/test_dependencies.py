@@ -89,7 +89,7 @@ def test_no_stale_dependencies():
 
 
 def test_torch_floor_supports_the_amp_api_used():
-    # learning/fit.py uses torch.amp.GradScaler("cuda"), which needs torch 2.3.
+    # learning/engine.py uses torch.amp.GradScaler("cuda"), which needs torch 2.3.
     (torch_req,) = [r for r in _project()["dependencies"] if _name(r) == "torch"]
     floor = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", torch_req).group(1).split(".")[:2])
     assert floor >= (2, 3), torch_req

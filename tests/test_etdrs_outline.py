@@ -11,9 +11,8 @@ from napari_octseg.core.etdrs import (
     TSNIT_EDGES_DEG,
     TSNIT_SECTORS,
     _etdrs_sector_of,
-    etdrs_outline,
-    tsnit_label_degrees,
 )
+from napari_octseg.core.etdrs_outline import etdrs_outline, tsnit_label_degrees
 
 
 def test_circles_spokes_and_labels_match_the_sectors():

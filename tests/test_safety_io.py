@@ -70,7 +70,7 @@ def test_napari_reader_returns_none_for_mixed_and_odd_paths(tmp_path):
     from napari_octseg._napari.reader import get_reader
 
     good = tmp_path / "good.npy"
-    np.save(good, np.zeros((2, 8, 8), np.float32))
+    np.save(good, np.random.default_rng(0).random((2, 64, 64), dtype=np.float32))
     bad = tmp_path / "bad.vol"
     bad.write_bytes(b"\x00" * 64)
     nan = tmp_path / "nan.npy"

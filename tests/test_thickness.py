@@ -300,7 +300,7 @@ def test_csv_quality_column_exact():
     lab[:, 1:5, 0] = [1, 2, 3, 4]  # layers 5-7 absent: NaN
     maps = thickness_maps(lab)
     lines = ascan_csv_text(maps, "v", np.array([0.25, 1.0])).splitlines()
-    assert lines[0] == "volume,bscan,ascan,layer,thickness_px,quality"
+    assert lines[0].startswith("subject,") and lines[0].endswith(",bscan,ascan,layer,thickness_px,quality")
     assert lines[1].endswith(",0.2500") and lines[-1].endswith(",1.0000")
     assert len(lines) == 1 + 2 * 9
     with pytest.raises(InputError):

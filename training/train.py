@@ -198,7 +198,7 @@ def run_split(cfg: dict, data: Path, out: Path, train_subjects, val_subjects, de
         from torch.utils.data import DataLoader
 
         from napari_octseg.learning.datasets import pad_collate
-        from napari_octseg.learning.fit import _validate  # reuse the exact validation pass
+        from napari_octseg.learning.engine import _validate  # reuse the exact validation pass
         from napari_octseg.learning.losses import HybridLoss
 
         loader = DataLoader(val_ds, batch_size=1, collate_fn=pad_collate)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.etdrs import TSNIT_EDGES_DEG, SectorTable, etdrs_outline, tsnit_label_degrees
+from ..core.etdrs import TSNIT_EDGES_DEG, SectorTable
+from ..core.etdrs_outline import etdrs_outline, tsnit_label_degrees
 from ._plot import ThemedCanvas, style_axes
 
 #: Colour of the grid, the sector values and the S/I/N/T letters over the map.

@@ -88,8 +88,8 @@ class QualityPanel(Container):
         self._viewer = viewer
         self._layer: Any = None
         self.summary = Label(value="quality: segment a volume to see it")
-        self.choice = ComboBox(label="B-scan", choices=[])
-        self.go_button = PushButton(text="Go to")
+        self.choice = ComboBox(label="B-scan", choices=[], tooltip="the lowest-quality B-scans, worst first")
+        self.go_button = PushButton(text="Go to", tooltip="show the chosen B-scan in the viewer")
         row = Container(widgets=[self.choice, self.go_button], layout="horizontal", labels=False)
         super().__init__(widgets=[self.summary, row], labels=False)
         self.plot = _QualityPlot(self.go_to)
@@ -141,9 +141,12 @@ class CorrectionSuggestions(Container):
         self._apply = apply
         self.proposed: list[int] = []
         self._next = 0
-        self.count = SpinBox(label="how many", value=2, min=1, max=50)
-        self.suggest_button = PushButton(text="Suggest B-scans to correct")
-        self.next_button = PushButton(text="Go to next", enabled=False)
+        self.count = SpinBox(label="how many", value=2, min=1, max=50, tooltip="how many B-scans to propose")
+        self.suggest_button = PushButton(
+            text="Suggest B-scans to correct",
+            tooltip="the lowest-quality B-scans of the labels, spread across the volume, into the B-scan list",
+        )
+        self.next_button = PushButton(text="Go to next", enabled=False, tooltip="show the next proposed B-scan")
         self.info = Label(value="")
         row = Container(widgets=[self.count, self.suggest_button, self.next_button], layout="horizontal", labels=False)
         super().__init__(widgets=[row, self.info], labels=False)

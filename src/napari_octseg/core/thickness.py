@@ -289,10 +289,12 @@ def check_scale(scale_um: tuple[float, float, float] | None) -> None:
     values = tuple(scale_um)
     if len(values) != 3 or not all(isinstance(v, (int, float, np.floating, np.integer)) for v in values):
         raise InputError(f"pixel spacing must be three numbers (z, y, x) in µm; got {values!r}")
-    if not all(math.isfinite(float(v)) and 0 < float(v) <= MAX_SCALE_UM for v in values):
+    # z may be 0: the B-scan spacing of a single line or circle scan does not apply
+    z_ok = math.isfinite(float(values[0])) and 0 <= float(values[0]) <= MAX_SCALE_UM
+    if not z_ok or not all(math.isfinite(float(v)) and 0 < float(v) <= MAX_SCALE_UM for v in values[1:]):
         raise InputError(
-            f"pixel spacing {tuple(float(v) for v in values)} µm is not usable: each must be above 0 and at most "
-            f"{MAX_SCALE_UM:g} µm"
+            f"pixel spacing {tuple(float(v) for v in values)} µm is not usable: axial and lateral must be above 0, "
+            f"each at most {MAX_SCALE_UM:g} µm"
         )
 
 

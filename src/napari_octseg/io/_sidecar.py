@@ -282,7 +282,13 @@ def normalise(info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def scale_from(info: Mapping[str, Any] | None) -> tuple[float, float, float] | None:
-    """``scale_um`` of a sidecar as three positive-or-zero floats, ``None`` when absent or malformed."""
+    """``scale_um`` of a sidecar as three floats (z may be 0), ``None`` when absent or not three numbers.
+
+    Raises
+    ------
+    LabelError
+        Three numbers that are not a usable spacing (0 or negative axial/lateral, NaN, absurdly large).
+    """
     if not info:
         return None
     scale = info.get("scale_um")
@@ -292,6 +298,11 @@ def scale_from(info: Mapping[str, Any] | None) -> tuple[float, float, float] | N
         values = tuple(float(s) for s in scale)
     except (TypeError, ValueError):
         return None
-    if not all(np.isfinite(values)) or values[1] <= 0 or min(values) < 0:
-        return None
+    if not all(np.isfinite(values)) or values[1] <= 0 or values[2] <= 0 or min(values) < 0 or max(values) > 1e5:
+        # present but unusable: a corrupted sidecar is said, never read as "scale unknown"
+        from ..core.errors import LabelError
+
+        raise LabelError(
+            f"pixel spacing {values} µm is not usable: axial and lateral must be above 0, each at most 100000 µm"
+        )
     return values  # type: ignore[return-value]

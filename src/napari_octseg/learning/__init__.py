@@ -19,7 +19,7 @@ if TYPE_CHECKING:
         pad_collate,
         validate_pairs,
     )
-    from .fit import STOP_REASONS, FitConfig, FitEvent, FitResult, fit
+    from .engine import STOP_REASONS, FitConfig, FitEvent, FitResult, fit
     from .losses import IGNORE_INDEX, HybridLoss, soft_dice
     from .metrics import confusion_matrix, format_table, score_rows, scores
 
@@ -32,11 +32,11 @@ _EXPORTS = {
     "load_duke_npz": "datasets",
     "pad_collate": "datasets",
     "validate_pairs": "datasets",
-    "STOP_REASONS": "fit",
-    "FitConfig": "fit",
-    "FitEvent": "fit",
-    "FitResult": "fit",
-    "fit": "fit",
+    "STOP_REASONS": "engine",
+    "FitConfig": "engine",
+    "FitEvent": "engine",
+    "FitResult": "engine",
+    "fit": "engine",
     "IGNORE_INDEX": "losses",
     "HybridLoss": "losses",
     "soft_dice": "losses",

@@ -3,7 +3,7 @@
 The user segments a volume, corrects a few B-scans with the label brush, and asks the network to learn
 from exactly those corrections. :func:`finetune` builds a small training set from the listed B-scans
 (normalised like inference), starts from a copy of the base model and runs the shared
-:func:`~napari_octseg.learning.fit.fit` generator with a recipe suited to a handful of examples:
+:func:`~napari_octseg.learning.engine.fit` generator with a recipe suited to a handful of examples:
 low learning rate, augmentation, BatchNorm kept in inference mode (batches are tiny), the encoder frozen
 for the first epochs and replay mixed in to guard against forgetting: by default the volume's own
 uncorrected B-scans labelled by the base model ("self-replay": always available, and it keeps the model
@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import __version__
-from ..core.errors import Cancelled, InputError, LabelError, OctsegError
+from ..core.errors import Cancelled, InputError, LabelError
 from ..core.volume import OctVolume
 from ..grid import to_model_grid, volume_grid
 from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
-from ..models.registry import WEIGHTS_DIR
 from .finetune_data import (
     DEFAULT_EPOCHS,
     DEFAULT_FREEZE_ENCODER_EPOCHS,
@@ -51,98 +50,7 @@ from .finetune_data import (
     parse_bscans,
     self_replay_bscans,
 )
-
-
-@dataclass
-class FinetuneOptions:
-    """The less common settings of :func:`finetune`.
-
-    Attributes
-    ----------
-    batch_size
-        Crops per optimisation step.
-    samples_per_epoch
-        Augmented crops drawn from the corrected B-scans per epoch, whatever their number.
-    replay_fraction
-        Fraction of each epoch's samples drawn from the replay B-scans, when there are any.
-    self_replay_bscans
-        At most this many uncorrected B-scans of the volume, evenly spaced, segmented by the base model
-        and replayed with those labels (0: none).
-    crop
-        (rows, A-scans) of the random training crops (clipped to the B-scan), placed mostly on the
-        retina, as the bundled model was trained.
-    freeze_batchnorm
-        Keep BatchNorm layers in inference mode with the base model's statistics: with batches of a
-        few crops the batch statistics are noise, and fixed statistics limit drift.
-    max_seconds
-        Time budget: training stops after the epoch during which it is exceeded (best epoch kept).
-    seed
-        Seeds the crops, augmentation and replay draws.
-    """
-
-    batch_size: int = 4
-    samples_per_epoch: int = 16
-    replay_fraction: float = 0.5
-    self_replay_bscans: int = DEFAULT_SELF_REPLAY_BSCANS
-    crop: tuple[int, int] = (256, 256)
-    freeze_batchnorm: bool = True
-    max_seconds: float | None = None
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.batch_size < 1 or self.samples_per_epoch < 1 or min(self.crop) < 16:
-            raise InputError("batch size and samples per epoch must be >= 1, crop sides >= 16")
-        if self.self_replay_bscans < 0:
-            raise InputError("self-replay B-scans must be >= 0")
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise InputError("replay fraction must lie in [0, 1)")
-
-
-@dataclass
-class FinetuneResult:
-    """What :func:`finetune` returns.
-
-    ``model`` is the fine-tuned model (on the CPU), or the unchanged base model when training diverged;
-    ``checkpoint_path`` is ``None`` exactly when no checkpoint was written.
-    """
-
-    model: LoadedModel
-    checkpoint_path: Path | None
-    stopped_reason: str
-    bscans: list[int]
-    best_epoch: int | None
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    message: str = ""
-
-
-# --------------------------------------------------------------------------- guards
-
-
-def check_out_path(out_path: str | os.PathLike, base: LoadedModel, overwrite: bool = False) -> Path:
-    """Refuse output paths that would replace the bundled weights, the base model or an existing file.
-
-    Raises
-    ------
-    InputError
-        If ``out_path`` lies inside the package's bundled-weights folder or is the base model's file.
-    OctsegError
-        If ``out_path`` exists and ``overwrite`` is false.
-    """
-    out = Path(out_path).expanduser()
-    resolved = out.resolve()
-    weights = WEIGHTS_DIR.resolve()
-    if resolved == weights or weights in resolved.parents:
-        raise InputError(f"{out}: refusing to write inside the bundled weights folder; choose another path")
-    base_file = Path(base.source).expanduser()
-    if base_file.is_file() and base_file.resolve() == resolved:
-        raise InputError(f"{out}: this is the base model's own file; fine-tuning writes a new checkpoint")
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; give a checkpoint file name such as finetuned.pt")
-    if out.exists() and not overwrite:
-        raise OctsegError(f"{out}: already exists (use --force to overwrite, or choose a new name)")
-    return out
-
+from .finetune_options import FinetuneOptions, FinetuneResult, check_out_path
 
 #: Smallest B-scan side (pixels) fine-tuning accepts: its random crops need room to move.
 MIN_BSCAN_SIDE = 16
@@ -282,7 +190,7 @@ def finetune(
 
     Inputs are validated when this function is called (before any work; nothing is written); the
     returned generator does the training: it yields the ``FitEvent`` s of
-    :func:`napari_octseg.learning.fit.fit` and returns a :class:`FinetuneResult`.
+    :func:`napari_octseg.learning.engine.fit` and returns a :class:`FinetuneResult`.
 
     Parameters
     ----------
@@ -395,7 +303,7 @@ def _run(
     overwrite: bool = True,
 ) -> Generator[Any, None, FinetuneResult]:
     from .datasets import SegDataset
-    from .fit import FitConfig, fit
+    from .engine import FitConfig, fit
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
