@@ -61,11 +61,12 @@ class Tally:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``folder`` (temporaries included)."""
+    """Relative path -> sha256 of every file under ``folder`` (temporaries included; the run manifest, a
+    log of each input's outcome, is not an output)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != "octseg-manifest.jsonl"
     }
 
 
