@@ -51,11 +51,11 @@ def ordered_edges(probs: torch.Tensor) -> torch.Tensor:
     above[:, 0] += fluid  # fluid is retina: below the ILM ...
     below = below.clone()
     below[:, N_ORDERED - 2] += fluid  # ... and above the BM
-    zeros = torch.zeros_like(above[:, :, :1])
-    wrong_above = torch.cat([zeros, torch.cumsum(above, dim=2)], dim=2)  # pixels y < t counted as >= k
-    cum_below = torch.cat([zeros, torch.cumsum(below, dim=2)], dim=2)
-    wrong_below = cum_below[:, :, -1:] - cum_below  # pixels y >= t counted as < k
-    edges = torch.argmin(wrong_above + wrong_below, dim=2).to(torch.float32)
+    # cost(t) = sum_{y<t} above + sum_{y>=t} below = sum_y below + sum_{y<t} (above - below): one cumulative
+    # sum of the difference, with t = 0 (nothing above) as a leading zero, and its argmin over t.
+    diff = torch.cumsum(above - below, dim=2)
+    diff = torch.cat([torch.zeros_like(diff[:, :, :1]), diff], dim=2)
+    edges = torch.argmin(diff, dim=2).to(torch.float32)
     return torch.cummax(edges, dim=1).values
 
 
