@@ -149,3 +149,15 @@ def test_gradcam_runs_on_the_model_grid_and_returns_native_maps():
     res = run_generator(gradcam(vol, _tiny_model((4.0, 10.0)), [1, 2], layer="decoder", device="cpu"))
     assert res.heatmaps.shape == (2, 1, 48, 20) and res.labels.shape == (1, 48, 20)
     assert np.isfinite(res.heatmaps.astype(np.float32)).all()
+
+
+def test_a_choroid_blob_in_the_vitreous_does_not_lift_the_retina():
+    h, w = 80, 5
+    truth = np.zeros((h, w), np.uint8)
+    rows = [40, 44, 50, 55, 58, 64, 68, 72]
+    for k, r in enumerate(rows, start=1):
+        truth[r:] = k
+    noisy = truth.copy()
+    noisy[8:30, :] = 8  # a 22-row "choroid" blob in the vitreous, as the model paints in bright noise
+    labels = labels_from_edges(ordered_edges(_probs_for(noisy))[0].numpy(), h)
+    np.testing.assert_array_equal(labels, truth)

@@ -6,6 +6,8 @@ the layer classes 0 (vitreous) ... 8 (choroid) follow each other top to bottom, 
 inside the retina. So each of the 8 boundaries is placed where it best splits the column's class
 probabilities, and the boundaries are then kept in order:
 
+* the ILM is placed first between vitreous and retina, "choroid" abstaining, and choroid probability
+  above it is read as vitreous (a choroid-like blob in the vitreous noise is the commonest order violation);
 * boundary k (the first row of class >= k) minimises, in every A-scan, the expected number of pixels on
   the wrong side: ``sum_{y < t} P(class >= k) + sum_{y >= t} P(class < k)``, computed for all t at once
   with cumulative sums;
@@ -44,6 +46,16 @@ def ordered_edges(probs: torch.Tensor) -> torch.Tensor:
     """
     layers = probs[:, :N_ORDERED]
     fluid = probs[:, FLUID]
+    # 1. The ILM first, between vitreous and retina with "choroid" abstaining: a choroid-like blob in the
+    #    vitreous noise (the commonest order violation) must not pull every boundary up to it.
+    retina = layers[:, 1 : N_ORDERED - 1].sum(dim=1) + fluid
+    ilm = _best_split(retina[:, None], layers[:, :1])[:, 0]
+    # 2. Above the ILM, choroid probability is vitreous; then every boundary from the cumulative classes.
+    rows = torch.arange(probs.shape[2], device=probs.device, dtype=torch.float32)[None, :, None]
+    vitreous_side = (rows < ilm[:, None, :]).to(probs.dtype)
+    layers = layers.clone()
+    layers[:, 0] += layers[:, N_ORDERED - 1] * vitreous_side
+    layers[:, N_ORDERED - 1] *= 1 - vitreous_side
     below = torch.cumsum(layers, dim=1)[:, : N_ORDERED - 1]  # P(class < k), k = 1..8: (b, 8, h, w)
     total = layers.sum(dim=1, keepdim=True)
     above = total - below  # P(class >= k) among classes 0-8
@@ -51,12 +63,20 @@ def ordered_edges(probs: torch.Tensor) -> torch.Tensor:
     above[:, 0] += fluid  # fluid is retina: below the ILM ...
     below = below.clone()
     below[:, N_ORDERED - 2] += fluid  # ... and above the BM
-    # cost(t) = sum_{y<t} above + sum_{y>=t} below = sum_y below + sum_{y<t} (above - below): one cumulative
-    # sum of the difference, with t = 0 (nothing above) as a leading zero, and its argmin over t.
+    edges = _best_split(above, below)
+    return torch.cummax(edges, dim=1).values
+
+
+def _best_split(above: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+    """Per column, the edge t (0 .. depth) minimising ``sum_{y<t} above + sum_{y>=t} below``.
+
+    ``above``, ``below``: (batch, k, depth, width) probabilities of lying below / above each boundary.
+    cost(t) = sum_y below + sum_{y<t} (above - below): one cumulative sum of the difference, with t = 0
+    (nothing above) as a leading zero, and its argmin over t. Returns (batch, k, width) float32.
+    """
     diff = torch.cumsum(above - below, dim=2)
     diff = torch.cat([torch.zeros_like(diff[:, :, :1]), diff], dim=2)
-    edges = torch.argmin(diff, dim=2).to(torch.float32)
-    return torch.cummax(edges, dim=1).values
+    return torch.argmin(diff, dim=2).to(torch.float32)
 
 
 def labels_from_edges(edges: np.ndarray, depth: int) -> np.ndarray:
