@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 
@@ -113,14 +114,14 @@ class SectorTable:
         raise KeyError((layer, sector))
 
 
-def _nan_smooth(values: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
+def _nan_smooth(values: np.ndarray, sigma: tuple[float, float]) -> npt.NDArray[np.float64]:
     """Gaussian smoothing that ignores NaN (normalised convolution), float64 (n, W)."""
     from scipy.ndimage import gaussian_filter
 
     valid = np.isfinite(values)
     filled = np.where(valid, values, 0.0)
-    num = gaussian_filter(filled, sigma, mode="nearest")
-    den = gaussian_filter(valid.astype(np.float64), sigma, mode="nearest")
+    num = np.asarray(gaussian_filter(filled, sigma, mode="nearest"), dtype=np.float64)
+    den = np.asarray(gaussian_filter(valid.astype(np.float64), sigma, mode="nearest"), dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     out[~valid] = np.nan

@@ -37,13 +37,15 @@ def run_generator(
     on_event
         Called with every yielded event (e.g. to advance a tqdm bar).
     """
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+    result: list[R] = []
+
+    def relay() -> Generator[Any, Any, None]:
+        result.append((yield from gen))
+
+    for event in relay():
         if on_event is not None:
             on_event(event)
+    return result[0]
 
 
 def tqdm_drain(gen: Generator[Any, Any, R], desc: str, unit: str = "B-scan", disable: bool = False) -> R:
