@@ -211,7 +211,7 @@ def test_hooks_removed_and_mode_restored_after_exception(trained, scans):
 
 def test_cancel_stops_with_cancelled_and_restores(trained, scans):
     stop = threading.Event()
-    gen = gradcam(scans, trained, cancel=stop)
+    gen = gradcam(scans, trained, cancel=stop.is_set)
     assert next(gen).done == 0
     assert next(gen).done == 1
     stop.set()

@@ -23,7 +23,7 @@ from typing import Any
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..core.errors import Cancelled
-from ..core.progress import Progress
+from ..core.progress import Progress, cancellable
 from . import _common
 
 Job = Generator[Any, Any, Any] | Callable[[], Generator[Any, Any, Any]]
@@ -124,15 +124,7 @@ class JobRunner:
 
         def work() -> Generator[Any, Any, Any]:
             gen = job() if callable(job) else job
-            while True:
-                if self._cancel:
-                    gen.close()
-                    raise Cancelled("cancelled")
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    return stop.value
-                yield event
+            return (yield from cancellable(gen, self.cancel_requested, "cancelled"))
 
         self.worker = create_worker(work, _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._yielded)

@@ -226,7 +226,15 @@ class ThicknessWidget(ScrollDock):
         except OctsegError as exc:
             _common.report_error(exc)
             return
-        job = partial(analyse, src["labels"], src["scale"], src["laterality"], src["pattern"], fovea=src["fovea"])
+        job = partial(
+            analyse,
+            src["labels"],
+            src["scale"],
+            src["laterality"],
+            src["pattern"],
+            fovea=src["fovea"],
+            cancel=self.runner.cancel_requested,
+        )
         self.runner.start(
             job,
             busy=f"measuring {src['name']}...",

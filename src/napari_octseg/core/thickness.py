@@ -39,7 +39,7 @@ from .boundaries import LabelSurfaces, measure_labels
 from .classes import CLASS_NAMES, LAYER_CLASSES
 from .errors import InputError
 from .etdrs import SectorTable, sector_table
-from .progress import Progress, run_generator
+from .progress import CancelCheck, Progress, cancellable, run_generator
 from .tables import ScanIdentity, as_identity, format_numbers, identity_header
 
 TOTAL_RETINA = "total retina"
@@ -122,11 +122,11 @@ def maps_from_surfaces(surfaces: LabelSurfaces, scale_um: tuple[float, float, fl
 
 
 def iter_thickness(
-    labels: np.ndarray, scale_um: tuple[float, float, float] | None = None
+    labels: np.ndarray, scale_um: tuple[float, float, float] | None = None, cancel: CancelCheck | None = None
 ) -> Generator[Progress, None, ThicknessMaps]:
-    """Generator form of :func:`thickness_maps` (yields B-scan progress)."""
+    """Generator form of :func:`thickness_maps` (yields B-scan progress; ``cancel`` as in :func:`analyse`)."""
     scale = _check_scale(scale_um)
-    surfaces = yield from measure_labels(labels)
+    surfaces = yield from cancellable(measure_labels(labels), cancel, "thickness cancelled")
     return maps_from_surfaces(surfaces, scale)
 
 
@@ -163,6 +163,7 @@ def analyse(
     fovea: tuple[float, float] | None = None,
     min_coverage: float = 0.95,
     bscan_order: str = "inferior_to_superior",
+    cancel: CancelCheck | None = None,
 ) -> Generator[Progress, None, ThicknessReport]:
     """Thickness maps and the sector grid that suits the scan, as a progress generator.
 
@@ -180,6 +181,9 @@ def analyse(
         (B-scan, A-scan) grid centre, or ``None`` to find the thinnest inner retina near the centre.
     min_coverage, bscan_order
         See :func:`napari_octseg.core.etdrs.etdrs_table`.
+    cancel
+        Polled after every chunk of B-scans; returning ``True`` raises
+        :class:`~napari_octseg.core.errors.Cancelled`.
 
     Yields
     ------
@@ -199,7 +203,7 @@ def analyse(
             raise InputError(
                 f"fovea ({fovea[0]:g}, {fovea[1]:g}) lies outside the scan (B-scans 0..{n - 1}, A-scans 0..{width - 1})"
             )
-    thickness = yield from iter_thickness(labels, scale_um)
+    thickness = yield from iter_thickness(labels, scale_um, cancel)
     table = sector_table(
         thickness.maps,
         thickness.unit,

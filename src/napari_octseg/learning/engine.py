@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..core.atomic import atomic_write_text
 from ..core.classes import CLASS_NAMES
-from ..core.errors import InputError
+from ..core.errors import Cancelled, InputError
 from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import DEFAULT_NORMALIZATION
@@ -37,7 +37,7 @@ from .datasets import SegDataset, pad_collate
 from .losses import IGNORE_INDEX, HybridLoss
 from .metrics import confusion_matrix, scores
 
-STOP_REASONS = ("completed", "early_stopping", "cancelled", "diverged", "time_limit")
+STOP_REASONS = ("completed", "early_stopping", "diverged", "time_limit")
 
 
 @dataclass
@@ -156,8 +156,14 @@ def fit(
         ``'auto'`` (CUDA, MPS, CPU), ``'cpu'``, ``'cuda'``, ``'mps'``. Under torchrun each rank uses
         its ``LOCAL_RANK`` GPU.
     cancel
-        Called before every step; returning True stops training (``stopped_reason='cancelled'``).
-        Checkpoints written before the cancel (better models) stay.
+        Polled before every step; returning ``True`` stops training and raises :class:`Cancelled` (on
+        every rank under torchrun). ``model`` is left with the best weights so far; checkpoints written
+        before the cancel (better models) stay.
+
+    Raises
+    ------
+    Cancelled
+        When ``cancel`` fired.
     """
     config = config or FitConfig()
     loaded = model if isinstance(model, LoadedModel) else None
@@ -252,8 +258,7 @@ def fit(
                     stopped = "diverged"
                     break
                 if flags[3] > 0:
-                    stopped = "cancelled"
-                    break
+                    raise Cancelled(f"training cancelled in epoch {epoch} of {config.epochs}")
                 scaler.scale(loss).backward()
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
@@ -272,7 +277,7 @@ def fit(
                     lr=optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - t0,
                 )
-            if stopped in ("diverged", "cancelled"):
+            if stopped == "diverged":
                 break
             train_loss = loss_sum / max(n_seen, 1)
             val_loss, metrics = (None, None)
@@ -318,6 +323,10 @@ def fit(
             if config.max_seconds is not None and time.perf_counter() - t0 >= config.max_seconds:
                 stopped = "time_limit"
                 break
+    except Cancelled:
+        net.load_state_dict(best_state)
+        net.eval()
+        raise
     finally:
         _set_encoder_frozen(net, False)
         if own_group:

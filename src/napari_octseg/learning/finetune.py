@@ -332,9 +332,10 @@ def _run(
     picked = list(record["bscans"])
     try:
         with _batchnorm_in_eval(model) if opts.freeze_batchnorm else contextlib.nullcontext():
-            fit_result = yield from fit(model, train, val, fit_config, device=dev, cancel=cancel)
-        if fit_result.stopped_reason == "cancelled":
-            raise Cancelled("fine-tuning cancelled; no checkpoint was written")
+            try:
+                fit_result = yield from fit(model, train, val, fit_config, device=dev, cancel=cancel)
+            except Cancelled:
+                raise Cancelled("fine-tuning cancelled; no checkpoint was written") from None
         history = _plain(list(fit_result.history))
         seconds = time.perf_counter() - t0
         if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1:
