@@ -21,7 +21,7 @@ check), at a fraction of the cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,17 @@ def layer_module(net: nn.Module, layer: str) -> nn.Module:
     return layers[layer]
 
 
+class BatchGradCam(NamedTuple):
+    """Grad-CAM of one batch: ``cams, pred, weights = gradcam_batch(...)``."""
+
+    #: float32 (len(classes), batch, depth, width), >= 0.
+    cams: torch.Tensor
+    #: int64 (batch, depth, width): predicted classes.
+    pred: torch.Tensor
+    #: float32 (len(classes), batch, channels): each channel's Grad-CAM weight.
+    weights: torch.Tensor
+
+
 def gradcam_batch(
     net: nn.Module,
     layer: str,
@@ -55,32 +66,7 @@ def gradcam_batch(
     reduction: Reduction = "mean",
     region: torch.Tensor | None = None,
     share_passes: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw Grad-CAM maps of a batch of normalised B-scans; see :func:`gradcam_batch_weights`."""
-    cams, pred, _ = gradcam_batch_weights(
-        net,
-        layer,
-        x,
-        classes,
-        target=target,
-        reduction=reduction,
-        region=region,
-        share_passes=share_passes,
-    )
-    return cams, pred
-
-
-def gradcam_batch_weights(
-    net: nn.Module,
-    layer: str,
-    x: torch.Tensor,
-    classes: Sequence[int],
-    *,
-    target: Target = "predicted",
-    reduction: Reduction = "mean",
-    region: torch.Tensor | None = None,
-    share_passes: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> BatchGradCam:
     """Raw Grad-CAM maps of a batch of normalised B-scans (float32, before any normalisation), and the
     channel weights (the paper's feature-importance weights) they were formed with.
 
@@ -108,13 +94,10 @@ def gradcam_batch_weights(
 
     Returns
     -------
-    cams
-        float32 (len(classes), batch, depth, width), >= 0.
-    pred
-        int64 (batch, depth, width): predicted classes.
-    weights
-        float32 (len(classes), batch, channels): Grad-CAM's weight of each channel of the layer (the
-        gradient of the class score averaged over the layer's pixels).
+    BatchGradCam
+        ``cams`` float32 (len(classes), batch, depth, width), >= 0; ``pred`` int64 (batch, depth, width),
+        the predicted classes; ``weights`` float32 (len(classes), batch, channels), Grad-CAM's weight of
+        each channel of the layer (the gradient of the class score averaged over the layer's pixels).
     """
     module = layer_module(net, layer)
     height, width = x.shape[-2:]
@@ -157,7 +140,7 @@ def gradcam_batch_weights(
         padded = _padded_size(net, height, width)
         if tuple(cams.shape[-2:]) != padded:
             cams = F.interpolate(cams, size=padded, mode="bilinear", align_corners=False)
-        return cams[..., :height, :width].contiguous(), pred, w.float()
+        return BatchGradCam(cams[..., :height, :width].contiguous(), pred, w.float())
     finally:
         handle.remove()
         for p, flag in zip(net.parameters(), grad_flags, strict=True):

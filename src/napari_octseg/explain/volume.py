@@ -46,7 +46,7 @@ from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.runtime import inference_network, release_cached
-from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch_weights, layer_module
+from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch, layer_module
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
 
@@ -247,9 +247,7 @@ def gradcam(
             check_cancel(cancel, "Grad-CAM cancelled")
             x = torch.from_numpy(images[idx, None]).to(dev)
             reg = torch.from_numpy(mask[idx]).to(dev) if mask is not None else None
-            cams, pred, w = gradcam_batch_weights(
-                fast, layer, x, selected, target=target, reduction=reduction, region=reg
-            )
+            cams, pred, w = gradcam_batch(fast, layer, x, selected, target=target, reduction=reduction, region=reg)
             w_sum = w.sum(1).double().cpu().numpy()
             weight_sum = w_sum if weight_sum is None else weight_sum + w_sum
             cams_np = cams.float().cpu().numpy()
