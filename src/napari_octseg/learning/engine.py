@@ -10,11 +10,8 @@ same decisions, and only rank 0 writes the checkpoint and the CSV log.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +24,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..core.atomic import atomic_write_text
 from ..core.classes import CLASS_NAMES
 from ..core.errors import Cancelled, InputError
 from ..models.checkpoint import LoadedModel, save_checkpoint
@@ -36,6 +32,7 @@ from ..models.normalization import DEFAULT_NORMALIZATION
 from .datasets import SegDataset, pad_collate
 from .losses import IGNORE_INDEX, HybridLoss
 from .metrics import confusion_matrix, scores
+from .records import history_row, training_record, write_history_csv
 
 STOP_REASONS = ("completed", "early_stopping", "diverged", "time_limit")
 
@@ -294,16 +291,26 @@ def fit(
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_epochs += 1
-            row = _history_row(epoch, train_loss, val_loss, metrics, optimizer, time.perf_counter() - t0, class_names)
+            row = history_row(
+                epoch,
+                train_loss,
+                val_loss,
+                metrics,
+                optimizer.param_groups[0]["lr"],
+                time.perf_counter() - t0,
+                class_names,
+            )
             history.append(row)
             if rank == 0:
                 if improved and ckpt is not None:
-                    record = _training_record(config, checkpoint_info, row, epoch, dev, world, time.perf_counter() - t0)
+                    record = training_record(
+                        config.to_dict(), checkpoint_info, row, epoch, dev, world, time.perf_counter() - t0
+                    )
                     saved_path = save_checkpoint(
                         ckpt, net, class_names=class_names, normalization=normalization, training=record
                     )
                 if csv_log_path is not None:
-                    _write_csv(Path(csv_log_path), history)
+                    write_history_csv(Path(csv_log_path), history)
             yield FitEvent(
                 "epoch",
                 epoch,
@@ -362,67 +369,3 @@ def _validate(net, loader, criterion, n_classes, dev, world, use_amp) -> tuple[f
         loss_sum, n = float(t[0]), int(t[1])
         cm = t[2:].round().long().cpu().numpy().reshape(n_classes, n_classes)
     return loss_sum / max(n, 1), scores(cm)
-
-
-def _history_row(epoch, train_loss, val_loss, metrics, optimizer, seconds, class_names) -> dict:
-    row: dict[str, Any] = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "val_loss": val_loss if val_loss is not None else float("nan"),
-        "lr": optimizer.param_groups[0]["lr"],
-        "seconds": round(seconds, 1),
-    }
-    if metrics is not None:
-        row["val_pixel_accuracy"] = metrics["pixel_accuracy"]
-        row["val_mean_dice_scored"] = metrics["mean_dice_scored"]
-        row["val_mean_dice_layers"] = metrics["mean_dice_layers"]
-        for c, d in enumerate(metrics["dice"]):
-            row[f"val_dice_{c}_{class_names[c]}"] = float(d)
-    return row
-
-
-def _training_record(config, info, row, epoch, dev, world, seconds) -> dict:
-    record = dict(info or {})
-    record.update(
-        {
-            "fit_config": config.to_dict(),
-            "epoch": epoch,
-            "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-            "train_loss": row["train_loss"],
-            "hardware": {
-                "device": str(dev),
-                "world_size": world,
-                "platform": platform.platform(),
-                "processor": platform.processor() or platform.machine(),
-                "torch": str(torch.__version__),
-                "torch_threads": torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-            },
-            "seconds_to_this_epoch": round(seconds, 1),
-        }
-    )
-    return _plain(record)
-
-
-def _plain(obj: Any) -> Any:
-    """Plain Python containers and scalars only: checkpoints must load with ``weights_only=True``."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (bool, int, float, type(None))):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
-def _write_csv(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    fields = list(history[-1].keys())
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buf.getvalue())
