@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox, Widget
 from psygnal import SignalInstance
 
@@ -45,6 +46,11 @@ def model_choices() -> list[str]:
     return [DEFAULT_CHOICE, *(LIBRARY_PREFIX + name for name in library_models()), FILE_CHOICE]
 
 
+def _choices(_widget: Any = None) -> list[str]:
+    """The model chooser's entries, re-read whenever its choices are reset."""
+    return model_choices()
+
+
 def model_info_text(choice: str, checkpoint: str | Path | None) -> str:
     """The line under the model chooser: which model will be used, or what to do."""
     if choice == DEFAULT_CHOICE:
@@ -55,8 +61,10 @@ def model_info_text(choice: str, checkpoint: str | Path | None) -> str:
     if choice.startswith(LIBRARY_PREFIX):
         found = library_models().get(choice[len(LIBRARY_PREFIX) :])
         return f"library model: {found}" if found is not None else f"{choice}: no longer in {library_dir()}"
-    path = Path(checkpoint) if checkpoint else None
-    return f"model file: {path.name}" if path is not None and path.is_file() else "Choose a checkpoint (.pt) file."
+    chosen = Path(checkpoint) if checkpoint else None
+    return (
+        f"model file: {chosen.name}" if chosen is not None and chosen.is_file() else "Choose a checkpoint (.pt) file."
+    )
 
 
 def checked_model_spec(choice: str, checkpoint: str | Path | None) -> str | None:
@@ -88,11 +96,13 @@ class ModelChooser:
     """
 
     def __init__(self, label: str = "model", tooltip: str = "") -> None:
-        self.choice = ComboBox(
-            label=label, choices=lambda _w=None: model_choices(), value=DEFAULT_CHOICE, tooltip=tooltip
-        )
+        self.choice = ComboBox(label=label, choices=_choices, value=DEFAULT_CHOICE, tooltip=tooltip)
         self.checkpoint = FileEdit(
-            label="checkpoint", mode="r", filter="*.pt", visible=False, tooltip="a model checkpoint file (.pt)"
+            label="checkpoint",
+            mode=FileDialogMode.EXISTING_FILE,
+            filter="*.pt",
+            visible=False,
+            tooltip="a model checkpoint file (.pt)",
         )
         self.info = Label(label="", value=model_info_text(DEFAULT_CHOICE, None))
         self.info.native.setWordWrap(True)
@@ -108,7 +118,7 @@ class ModelChooser:
     def update(self, _value: Any = None) -> None:
         """Show the file field for "checkpoint file" and say which model will be used."""
         self.checkpoint.visible = self.choice.value == FILE_CHOICE
-        self.info.value = model_info_text(self.choice.value, self.checkpoint.value)
+        self.info.value = model_info_text(self.choice.value, self.path)
 
     def refresh(self) -> None:
         """Re-read the model library into the chooser (e.g. after fine-tuning saved a model)."""
@@ -120,7 +130,13 @@ class ModelChooser:
 
     def spec(self) -> str | None:
         """``None`` for the bundled default, else the checkpoint path; CheckpointError if it is absent."""
-        return checked_model_spec(self.choice.value, self.checkpoint.value)
+        return checked_model_spec(self.choice.value, self.path)
+
+    @property
+    def path(self) -> Path | None:
+        """The checkpoint file chosen in the file field (``None`` when empty)."""
+        value = self.checkpoint.value
+        return value if isinstance(value, Path) else None
 
 
 class ModelJobWidget(ScrollDock):

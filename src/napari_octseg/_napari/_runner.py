@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
 
 from ..core.errors import Cancelled
 from ..core.progress import Progress, cancellable
@@ -65,9 +65,10 @@ class JobRunner:
         self._outcome = ""
         self.cancel_button.changed.connect(self.cancel)
 
-    def widgets(self) -> list[Any]:
+    def widgets(self) -> list[Widget]:
         """Progress bar, Cancel and status line, to lay out in a dock (Cancel beside the bar)."""
-        row = Container(widgets=[self.progress, self.cancel_button], layout="horizontal", labels=False)
+        parts: list[Widget] = [self.progress, self.cancel_button]
+        row = Container(widgets=parts, layout="horizontal", labels=False)
         row.margins = (0, 0, 0, 0)
         return [row, self.status]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import napari
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
@@ -94,7 +95,7 @@ class FinetuneWidget(ScrollDock):
         )
         self.replay_files = FileEdit(
             label="replay data",
-            mode="rm",
+            mode=FileDialogMode.EXISTING_FILES,
             filter="*.npz",
             tooltip="optional .npz files (images, labels) from the base model's training data, "
             "mixed in against forgetting",
@@ -252,7 +253,9 @@ class FinetuneWidget(ScrollDock):
             )
         base = load_model(base_spec, device="cpu")
         out = check_out_path(out, base, overwrite=False)
-        paths = [p for p in (self.replay_files.value or ()) if str(p) not in ("", ".")]
+        chosen = self.replay_files.value
+        files = chosen if isinstance(chosen, tuple) else (chosen,) if chosen is not None else ()
+        paths = [p for p in files if str(p) not in ("", ".")]
         replay = load_replay(paths) if paths else None
         source = {"image_layer": image.name, "labels_layer": labels.name, "image_source": volume.meta.get("source")}
         return dict(

@@ -21,7 +21,7 @@ check), at a fraction of the cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +35,30 @@ TARGETS: tuple[str, ...] = ("predicted", "image")
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 
+@runtime_checkable
+class NamesGradCamLayers(Protocol):
+    """A network that names its Grad-CAM layers (e.g. :class:`~napari_octseg.models.segnet.SegNet`)."""
+
+    def gradcam_layers(self) -> dict[str, nn.Module]: ...
+
+
+@runtime_checkable
+class HasPointwiseHead(Protocol):
+    """A network that says when only a 1x1 classifier follows a layer (closed-form gradients)."""
+
+    def pointwise_head(self, layer: str) -> torch.Tensor | None: ...
+
+
+@runtime_checkable
+class HasGradCamFootprint(Protocol):
+    """A network that says how far a class score's gradient reaches into a layer (shared passes)."""
+
+    def gradcam_footprint(self, layer: str) -> tuple[int, int] | None: ...
+
+
 def layer_module(net: nn.Module, layer: str) -> nn.Module:
     """The conv module called ``layer`` in ``net.gradcam_layers()``; InputError naming the choices."""
-    if not hasattr(net, "gradcam_layers"):
+    if not isinstance(net, NamesGradCamLayers):
         raise InputError(f"{type(net).__name__} does not name Grad-CAM layers")
     layers = net.gradcam_layers()
     if layer not in layers:
@@ -101,7 +122,7 @@ def gradcam_batch(
     """
     module = layer_module(net, layer)
     height, width = x.shape[-2:]
-    head = net.pointwise_head(layer) if hasattr(net, "pointwise_head") else None
+    head = net.pointwise_head(layer) if isinstance(net, HasPointwiseHead) else None
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -126,7 +147,9 @@ def gradcam_batch(
             weights = pixel_weights(pred, classes, target, reduction, logits.dtype, region)
             activation = captured["A"]
             if head is None:
-                footprint = net.gradcam_footprint(layer) if share_passes and hasattr(net, "gradcam_footprint") else None
+                footprint = None
+                if share_passes and isinstance(net, HasGradCamFootprint):
+                    footprint = net.gradcam_footprint(layer)
                 grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint)
             else:
                 # d score_k / d A[p] = weights_k[p] * head[class_k] at every pixel: the backward pass
@@ -217,7 +240,8 @@ def _channel_grads(
     pixels: (len(classes), batch, channels). One backward pass per group of classes with disjoint
     footprints, seeded with each class's d(score)/d(logits): its pixel weights in its own channel."""
     idx = torch.as_tensor(list(classes), device=logits.device)
-    reach = _footprints(weights, footprint, tuple(leaf.shape[-2:])) if footprint is not None else None
+    layer_shape = (int(leaf.shape[-2]), int(leaf.shape[-1]))
+    reach = _footprints(weights, footprint, layer_shape) if footprint is not None else None
     groups = _groups(reach, len(classes))
     out = torch.zeros((len(classes), *leaf.shape[:2]), dtype=leaf.dtype, device=leaf.device)
     for n, group in enumerate(groups):

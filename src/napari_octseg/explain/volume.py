@@ -46,7 +46,7 @@ from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.runtime import inference_network, release_cached
-from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch, layer_module
+from ._batch import REDUCTIONS, TARGETS, HasPointwiseHead, Reduction, Target, gradcam_batch, layer_module
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
 
@@ -239,8 +239,9 @@ def gradcam(
     # An eval-mode copy with BatchNorm folded into the convs (the same feature maps, faster); the
     # caller's network keeps its device, mode and hooks.
     fast = inference_network(net, dev)
-    if not hasattr(fast, "pointwise_head") or fast.pointwise_head(layer) is None:
-        fast = fast.to(memory_format=torch.contiguous_format)  # the backward passes run in NCHW
+    if not isinstance(fast, HasPointwiseHead) or fast.pointwise_head(layer) is None:
+        # the backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs omit it)
+        fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     try:
         done = 0
         for idx in batches:

@@ -13,7 +13,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from ..core.errors import Cancelled, InputError
 from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import DEFAULT_NORMALIZATION
+from ..models.segnet import SegNet
 from .datasets import SegDataset, pad_collate
 from .losses import IGNORE_INDEX, HybridLoss
 from .metrics import confusion_matrix, scores
@@ -94,21 +95,30 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     checkpoint_path: Path | None = None
     stopped_reason: str = "completed"
-    model: nn.Module | None = None
+    model: SegNet | None = None
 
 
 def _dist_env() -> tuple[int, int, int]:
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _as_dataset(data: Any, train: bool, what: str) -> Dataset | None:
-    if data is None or isinstance(data, Dataset):
-        if data is not None and len(data) == 0:
+def _as_dataset(data: Any, train: bool, what: str) -> Dataset[Any] | None:
+    if data is None:
+        return None
+    if isinstance(data, Dataset):
+        if _length(data, what) == 0:
             raise InputError(f"{what} is empty")
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return SegDataset(data[0], data[1], augment=train)
     raise InputError(f"{what} must be a Dataset or an (images, labels) pair")
+
+
+def _length(data: Dataset[Any], what: str = "a dataset") -> int:
+    """Items in a map-style dataset (training needs their number)."""
+    if not isinstance(data, Sized):
+        raise InputError(f"{what} has no length: give a map-style Dataset (with __len__)")
+    return len(data)
 
 
 def _all_sum(values: list[float], device: torch.device, world: int) -> list[float]:
@@ -120,7 +130,7 @@ def _all_sum(values: list[float], device: torch.device, world: int) -> list[floa
 
 
 def fit(
-    model: nn.Module | LoadedModel,
+    model: SegNet | LoadedModel,
     train_data: Dataset | tuple,
     val_data: Dataset | tuple | None,
     config: FitConfig | None = None,
@@ -163,10 +173,10 @@ def fit(
         When ``cancel`` fired.
     """
     config = config or FitConfig()
-    loaded = model if isinstance(model, LoadedModel) else None
-    net: nn.Module = loaded.model if loaded else model
-    class_names = tuple(loaded.class_names) if loaded else CLASS_NAMES
-    normalization = dict(loaded.normalization) if loaded else dict(DEFAULT_NORMALIZATION)
+    if isinstance(model, LoadedModel):
+        net, class_names, normalization = model.model, tuple(model.class_names), dict(model.normalization)
+    else:
+        net, class_names, normalization = model, CLASS_NAMES, dict(DEFAULT_NORMALIZATION)
     n_classes = net.config.n_classes
     train_ds = _as_dataset(train_data, True, "training data")
     val_ds = _as_dataset(val_data, False, "validation data")
@@ -189,7 +199,9 @@ def fit(
     train_model: nn.Module = net
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(train_ds, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    )
     train_loader = DataLoader(
         train_ds,
         batch_size=config.batch_size,
@@ -197,13 +209,13 @@ def fit(
         sampler=sampler,
         num_workers=config.num_workers,
         collate_fn=pad_collate,
-        drop_last=len(train_ds) // world > config.batch_size,
+        drop_last=_length(train_ds) // world > config.batch_size,
         persistent_workers=config.num_workers > 0,
     )
     val_loader = None
     if val_ds is not None:
         # Each rank scores its own share of the validation B-scans; sums are reduced afterwards.
-        shard = Subset(val_ds, range(rank, len(val_ds), world)) if world > 1 else val_ds
+        shard = Subset(val_ds, range(rank, _length(val_ds), world)) if world > 1 else val_ds
         val_loader = DataLoader(shard, batch_size=config.val_batch_size, shuffle=False, collate_fn=pad_collate)
 
     criterion = HybridLoss(n_classes, config.dice_weight, config.class_weights).to(dev)

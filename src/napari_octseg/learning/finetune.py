@@ -49,7 +49,7 @@ from .finetune_data import (
 )
 from .finetune_options import FinetuneOptions, FinetuneResult, check_out_path
 from .finetune_recipe import Mixture, batchnorm_in_eval, self_replay
-from .records import plain
+from .records import plain, plain_dict
 
 #: Smallest B-scan side (pixels) fine-tuning accepts: its random crops need room to move.
 MIN_BSCAN_SIDE = 16
@@ -274,9 +274,9 @@ def _run(
                 fit_result = yield from fit(model, train, val, fit_config, device=dev, cancel=cancel)
             except Cancelled:
                 raise Cancelled("fine-tuning cancelled; no checkpoint was written") from None
-        history = plain(list(fit_result.history))
+        history = [plain_dict(row) for row in fit_result.history]
         seconds = time.perf_counter() - t0
-        if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1:
+        if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1 or fit_result.model is None:
             return FinetuneResult(
                 model=base,
                 checkpoint_path=None,
