@@ -97,6 +97,8 @@ class ThicknessPlot(ThemedCanvas):
         self.draw_idle()
 
     def _draw_etdrs(self, ax, table: SectorTable, scale_zx: tuple[float, float], layer: str) -> None:  # noqa: ANN001
+        if table.fovea is None:  # no centre, no grid
+            return
         sz, sx = scale_zx
         fovea_um = (table.fovea[0] * sz, table.fovea[1] * sx)
         outline = etdrs_outline().to_map(fovea_um, str(table.laterality), table.bscan_order)

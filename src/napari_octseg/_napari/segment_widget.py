@@ -109,13 +109,16 @@ class SegmentWidget(ModelJobWidget):
     def _check_options(self) -> None:
         parse_scale(self.scale_um.value, "scale")
 
-    def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
+    def _job(
+        self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]
+    ) -> Callable[[], Generator[Any, None, Any]]:
+        batch_size = self.batch_size.value if self.batch_size is not None else 4
         return partial(
             _segmentation_job,
             layer,
             model_spec,
             self.device.value,
-            int(self.batch_size.value),
+            int(batch_size),
             cancel,
             parse_scale(self.scale_um.value, "scale"),
             self.reflectivity.value,

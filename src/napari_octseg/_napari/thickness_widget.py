@@ -26,6 +26,7 @@ from napari.layers import Points
 from napari.utils.notifications import show_info
 
 from ..core.errors import InputError, LabelError, OctsegError
+from ..core.etdrs import SectorTable
 from ..core.thickness import THICKNESS_LAYERS, TOTAL_RETINA, ThicknessReport, analyse, export_csv
 from ..io._sidecar import scan_date
 from ..io.provenance import SEGMENTATION_KEY, scan_identity
@@ -163,7 +164,8 @@ class ThicknessWidget(ScrollDock):
             scale, lat = volume.scale_um, volume.laterality
             pattern = volume.scan_pattern if volume.scan_pattern != "unknown" else pattern
         elif not np.allclose(labels_layer.scale, 1.0):
-            scale = tuple(float(s) for s in ([1.0] + list(labels_layer.scale))[-3:])
+            z, y, x = (float(s) for s in ([1.0] + list(labels_layer.scale))[-3:])
+            scale = (z, y, x)
         seg = labels_layer.metadata.get(SEGMENTATION_KEY) or {}
         lat = lat or seg.get("laterality")
         if self.laterality.value != FROM_IMAGE:
@@ -226,7 +228,15 @@ class ThicknessWidget(ScrollDock):
         except OctsegError as exc:
             _common.report_error(exc)
             return
-        job = partial(analyse, src["labels"], src["scale"], src["laterality"], src["pattern"], fovea=src["fovea"])
+        job = partial(
+            analyse,
+            src["labels"],
+            src["scale"],
+            src["laterality"],
+            src["pattern"],
+            fovea=src["fovea"],
+            cancel=self.runner.cancel_requested,
+        )
         self.runner.start(
             job,
             busy=f"measuring {src['name']}...",
@@ -271,18 +281,18 @@ class ThicknessWidget(ScrollDock):
             self.plot.show_profile(data, scale[1] if scale else None, unit, name, table, circle=circle)
         else:
             self.plot.show_map(data, self._map_scale(), unit, name, table)
-        self._fill_table(name, unit)
+        self._fill_table(table, name, unit)
         fluid = th.fluid_volume_mm3()
         fluid_text = f"; fluid in the scan {fluid:.4f} mm³" if np.isfinite(fluid) else ""
         self.note.value = (table.note or table.grid) + fluid_text
 
-    def _fill_table(self, name: str, unit: str) -> None:
+    def _fill_table(self, table: SectorTable, name: str, unit: str) -> None:
         from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate, QTableWidgetItem
 
         def fmt(v: float, spec: str) -> str:
             return format(v, spec) if np.isfinite(v) else "–"
 
-        rows = [r for r in self.report.sectors.rows if r.layer == name]
+        rows = [r for r in table.rows if r.layer == name]
         qt = self.table.native
         qt.clear()
         qt.setColumnCount(5)

@@ -21,7 +21,7 @@ check), at a fraction of the cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +35,46 @@ TARGETS: tuple[str, ...] = ("predicted", "image")
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 
+@runtime_checkable
+class NamesGradCamLayers(Protocol):
+    """A network that names its Grad-CAM layers (e.g. :class:`~napari_octseg.models.segnet.SegNet`)."""
+
+    def gradcam_layers(self) -> dict[str, nn.Module]: ...
+
+
+@runtime_checkable
+class HasPointwiseHead(Protocol):
+    """A network that says when only a 1x1 classifier follows a layer (closed-form gradients)."""
+
+    def pointwise_head(self, layer: str) -> torch.Tensor | None: ...
+
+
+@runtime_checkable
+class HasGradCamFootprint(Protocol):
+    """A network that says how far a class score's gradient reaches into a layer (shared passes)."""
+
+    def gradcam_footprint(self, layer: str) -> tuple[int, int] | None: ...
+
+
 def layer_module(net: nn.Module, layer: str) -> nn.Module:
     """The conv module called ``layer`` in ``net.gradcam_layers()``; InputError naming the choices."""
-    if not hasattr(net, "gradcam_layers"):
+    if not isinstance(net, NamesGradCamLayers):
         raise InputError(f"{type(net).__name__} does not name Grad-CAM layers")
     layers = net.gradcam_layers()
     if layer not in layers:
         raise InputError(f"unknown Grad-CAM layer {layer!r}; choose one of {', '.join(layers)}")
     return layers[layer]
+
+
+class BatchGradCam(NamedTuple):
+    """Grad-CAM of one batch: ``cams, pred, weights = gradcam_batch(...)``."""
+
+    #: float32 (len(classes), batch, depth, width), >= 0.
+    cams: torch.Tensor
+    #: int64 (batch, depth, width): predicted classes.
+    pred: torch.Tensor
+    #: float32 (len(classes), batch, channels): each channel's Grad-CAM weight.
+    weights: torch.Tensor
 
 
 def gradcam_batch(
@@ -55,32 +87,7 @@ def gradcam_batch(
     reduction: Reduction = "mean",
     region: torch.Tensor | None = None,
     share_passes: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw Grad-CAM maps of a batch of normalised B-scans; see :func:`gradcam_batch_weights`."""
-    cams, pred, _ = gradcam_batch_weights(
-        net,
-        layer,
-        x,
-        classes,
-        target=target,
-        reduction=reduction,
-        region=region,
-        share_passes=share_passes,
-    )
-    return cams, pred
-
-
-def gradcam_batch_weights(
-    net: nn.Module,
-    layer: str,
-    x: torch.Tensor,
-    classes: Sequence[int],
-    *,
-    target: Target = "predicted",
-    reduction: Reduction = "mean",
-    region: torch.Tensor | None = None,
-    share_passes: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> BatchGradCam:
     """Raw Grad-CAM maps of a batch of normalised B-scans (float32, before any normalisation), and the
     channel weights (the paper's feature-importance weights) they were formed with.
 
@@ -108,17 +115,14 @@ def gradcam_batch_weights(
 
     Returns
     -------
-    cams
-        float32 (len(classes), batch, depth, width), >= 0.
-    pred
-        int64 (batch, depth, width): predicted classes.
-    weights
-        float32 (len(classes), batch, channels): Grad-CAM's weight of each channel of the layer (the
-        gradient of the class score averaged over the layer's pixels).
+    BatchGradCam
+        ``cams`` float32 (len(classes), batch, depth, width), >= 0; ``pred`` int64 (batch, depth, width),
+        the predicted classes; ``weights`` float32 (len(classes), batch, channels), Grad-CAM's weight of
+        each channel of the layer (the gradient of the class score averaged over the layer's pixels).
     """
     module = layer_module(net, layer)
     height, width = x.shape[-2:]
-    head = net.pointwise_head(layer) if hasattr(net, "pointwise_head") else None
+    head = net.pointwise_head(layer) if isinstance(net, HasPointwiseHead) else None
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -143,7 +147,9 @@ def gradcam_batch_weights(
             weights = pixel_weights(pred, classes, target, reduction, logits.dtype, region)
             activation = captured["A"]
             if head is None:
-                footprint = net.gradcam_footprint(layer) if share_passes and hasattr(net, "gradcam_footprint") else None
+                footprint = None
+                if share_passes and isinstance(net, HasGradCamFootprint):
+                    footprint = net.gradcam_footprint(layer)
                 grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint)
             else:
                 # d score_k / d A[p] = weights_k[p] * head[class_k] at every pixel: the backward pass
@@ -157,7 +163,7 @@ def gradcam_batch_weights(
         padded = _padded_size(net, height, width)
         if tuple(cams.shape[-2:]) != padded:
             cams = F.interpolate(cams, size=padded, mode="bilinear", align_corners=False)
-        return cams[..., :height, :width].contiguous(), pred, w.float()
+        return BatchGradCam(cams[..., :height, :width].contiguous(), pred, w.float())
     finally:
         handle.remove()
         for p, flag in zip(net.parameters(), grad_flags, strict=True):
@@ -234,7 +240,8 @@ def _channel_grads(
     pixels: (len(classes), batch, channels). One backward pass per group of classes with disjoint
     footprints, seeded with each class's d(score)/d(logits): its pixel weights in its own channel."""
     idx = torch.as_tensor(list(classes), device=logits.device)
-    reach = _footprints(weights, footprint, tuple(leaf.shape[-2:])) if footprint is not None else None
+    layer_shape = (int(leaf.shape[-2]), int(leaf.shape[-1]))
+    reach = _footprints(weights, footprint, layer_shape) if footprint is not None else None
     groups = _groups(reach, len(classes))
     out = torch.zeros((len(classes), *leaf.shape[:2]), dtype=leaf.dtype, device=leaf.device)
     for n, group in enumerate(groups):

@@ -46,7 +46,8 @@ def encode(heatmaps: np.ndarray, dtype: str) -> np.ndarray:
     x = np.clip(np.asarray(heatmaps, dtype=np.float32), 0.0, 1.0)
     if dtype == "float32":
         return x
-    return np.rint(x * HEATMAP_DTYPES[dtype]).astype(dtype)
+    scaled = np.rint(np.multiply(x, HEATMAP_DTYPES[dtype], dtype=np.float32))
+    return scaled.astype(np.uint16) if dtype == "uint16" else scaled.astype(np.uint8)
 
 
 def write_heatmaps_file(

@@ -101,7 +101,7 @@ def _load_tiff_labels(path: Path) -> np.ndarray:
         check_shape(path, series.shape, "label volume")
         compressed = any(p.compression != 1 for p in tif.pages[:1])
         check_payload(path, int(np.prod(series.shape)) * series.dtype.itemsize, size, compressed=compressed)
-        return series.asarray()
+        return np.asarray(series.asarray())
 
 
 # ---------------------------------------------------------------------------------------------------
