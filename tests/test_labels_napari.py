@@ -46,11 +46,11 @@ def _segment_in_viewer(viewer, qtbot, checkpoint):
 def test_save_close_reopen_keeps_scale_names_and_edits(make_napari_viewer, qtbot, tiny_checkpoint, rng, tmp_path):
     import napari
 
-    scan = _scan_tif(tmp_path / "S01.tif", rng)
+    scan = _scan_tif(tmp_path / "S01.oct.tif", rng)
     viewer = make_napari_viewer()
     viewer.open(str(scan), plugin="napari-octseg")
     labels = _segment_in_viewer(viewer, qtbot, tiny_checkpoint)
-    assert labels.name == "S01.tif labels"
+    assert labels.name == "S01.oct.tif labels"
     labels.data[2, 10:14, 5:9] = 9  # the user paints fluid on B-scan 2
     assert corrected_bscans(labels) == [2]
 
@@ -85,7 +85,7 @@ def test_save_close_reopen_keeps_scale_names_and_edits(make_napari_viewer, qtbot
 
 
 def test_cli_outputs_open_as_labels_on_the_image(make_napari_viewer, tiny_checkpoint, rng, tmp_path):
-    scan = _scan_tif(tmp_path / "S02.tif", rng)
+    scan = _scan_tif(tmp_path / "S02.oct.tif", rng)
     out = tmp_path / "out"
     assert main(["segment", str(scan), "--out", str(out), "--model", str(tiny_checkpoint), "--quiet"]) == 0
     layers = get_reader(str(out / "S02.labels.tif"))(None)
@@ -95,7 +95,7 @@ def test_cli_outputs_open_as_labels_on_the_image(make_napari_viewer, tiny_checkp
     assert kwargs["scale"] == pytest.approx(SCALE) and kwargs["units"] == ("µm",) * 3
     assert kwargs["features"]["class"][1] == "NFL"
     meta = kwargs["metadata"]
-    assert meta[sw.SEGMENTATION_KEY]["image_layer"] == "S02.tif"  # the name the reader gives the scan's layer
+    assert meta[sw.SEGMENTATION_KEY]["image_layer"] == "S02.oct.tif"  # the name the reader gives the scan's layer
     assert len(meta[sw.AUTO_LABELS_KEY]["bscan_hashes"]) == 4
 
     viewer = make_napari_viewer()

@@ -2,9 +2,11 @@
 
 Our labels files (``<stem>.labels.tif`` + sidecar, from ``octseg segment`` or the plugin's writer)
 open as a **Labels** layer at their µm scale, with class names, and the edit record in the layer
-metadata where the Fine-tune dock looks for it. Files of a claimed extension that are plainly not
-OCT (an RGB photo, a table in ``.npy``, an XML that is no HEYEX export...) are declined at once
-(:func:`napari_octseg.io.sniff.looks_like_oct`), so napari's own reader can open them.
+metadata where the Fine-tune dock looks for it. Which file names napari hands to this reader at all
+(device formats, ``*.labels.tif``, ``*.oct.tif``; not plain ``.tif``/``.npy``) is set in the manifest:
+see :mod:`napari_octseg._napari.reader_choice`. Files that are plainly not OCT (an XML that is no
+HEYEX export, a ``.mat`` without ``images``...) are declined at once
+(:func:`napari_octseg.io.sniff.looks_like_oct`) and give ``None``.
 
 Linear reflectivity (HEYEX ``.vol``) is converted to display grey values (``x ** 0.25``) before it
 becomes layer data, and the layer's metadata then says ``reflectivity='display'``: what the user sees

@@ -35,6 +35,7 @@ from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_
 from ._legend import ClassLegend
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
 from .quality_panel import QUALITY_KEY, QualityPanel
+from .reader_choice import prefer_plugin_for_own_files
 
 __all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "QUALITY_KEY", "SEGMENTATION_KEY", "SegmentWidget"]
 
@@ -77,6 +78,7 @@ class SegmentWidget(ModelJobWidget):
     busy = "segmenting"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        prefer_plugin_for_own_files()  # *.labels.tif reopens through this plugin, without napari's dialog
         self.scale_um = LineEdit(
             label="scale (µm)",
             value="",
