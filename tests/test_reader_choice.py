@@ -119,8 +119,9 @@ def test_file_open_picks_the_right_reader_without_asking(
 
     labels = (rng.random((2, 48, 40)) * 9).astype(np.uint8)
     tif, _ = write_labels_file(tmp_path / "S01.labels.tif", labels, scale_um=SCALE)
-    (layer,) = _gui_open(viewer, tif, monkeypatch)
-    assert layer.source.reader_plugin == PLUGIN_NAME and type(layer).__name__ == "Labels"
+    layer, lines = _gui_open(viewer, tif, monkeypatch)
+    assert {layer.source.reader_plugin, lines.source.reader_plugin} == {PLUGIN_NAME}
+    assert type(layer).__name__ == "Labels" and type(lines).__name__ == "Shapes"
     np.testing.assert_allclose(layer.scale, SCALE)
     assert list(layer.features["class"])[1] == "NFL"
 
