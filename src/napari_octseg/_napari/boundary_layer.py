@@ -26,6 +26,10 @@ BOUNDARIES_KEY = "octseg_boundaries"
 
 LayerData = tuple[Any, dict[str, Any], str]
 
+#: Line width in pixels of the B-scan: napari draws a Shapes layer's edges in data coordinates, which the
+#: layer's scale then stretches (a width of ``scale_y`` pixels would make lines tens of µm thick).
+LINE_WIDTH_PX = 1.2
+
 
 def _hex(rgba: tuple[float, ...]) -> str:
     return "#" + "".join(f"{round(255 * float(c)):02x}" for c in rgba[:3])
@@ -69,13 +73,12 @@ def boundary_shapes(
     if not paths.vertices:
         return None
     vertices = paths.vertices if lab.ndim == 3 else [v[:, 1:] for v in paths.vertices]
-    scale_y = float(scale[-2]) if scale is not None else 1.0
     colors = [_hex(BOUNDARY_COLORS[k]) for k in range(len(BOUNDARY_NAMES))]
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "path",
         "edge_color": [colors[k] for k in paths.surface],
-        "edge_width": 1.5 * scale_y,
+        "edge_width": LINE_WIDTH_PX,
         "features": {"boundary": [BOUNDARY_NAMES[k] for k in paths.surface], "bscan": paths.bscan.tolist()},
         "opacity": 0.9,
         "axis_labels": axis_labels(lab.ndim),

@@ -31,7 +31,7 @@ from ..io.labels import LabelsFile, is_labels_file, read_labels_file
 from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY
 from ..io.sniff import looks_like_oct
 from ._common import image_layer_kwargs, labels_layer_kwargs
-from .boundary_layer import boundary_layer_name, boundary_shapes
+from .boundary_layer import LINE_WIDTH_PX, boundary_layer_name, boundary_shapes
 
 #: Layer-metadata key of a labels file's whole sidecar (the writer carries it over on save).
 LABELS_FILE_KEY = "octseg_labels_file"
@@ -194,12 +194,11 @@ def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
                 names.append(line_name)
     if not paths:
         return None
-    scale_y = volume.scale_um[1] if volume.scale_um else 1.0
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "path",
         "edge_color": colors,
-        "edge_width": 1.5 * scale_y,
+        "edge_width": LINE_WIDTH_PX,  # B-scan pixels: the layer's scale stretches it
         "features": {"line": names},
         "opacity": 0.9,
         "metadata": {"source": volume.meta.get("source"), "lines": sorted(volume.layers)},
