@@ -142,3 +142,31 @@ def test_without_the_preference_napari_asks_for_our_double_suffix(make_napari_vi
     tif, _ = write_labels_file(tmp_path / "S01.labels.tif", labels, scale_um=SCALE)
     with pytest.raises(MultipleReaderError):
         viewer.open(str(tif), plugin=None)  # plugin=None: as File > Open asks (viewer.open's default is napari's)
+
+
+@pytest.mark.gui
+def test_file_menu_opens_a_plain_tiff_as_oct(make_napari_viewer, tmp_path, rng, monkeypatch):
+    """File > IO Utilities > Open as OCT scan...: a plain ImageJ TIFF through this plugin, at its µm scale."""
+    from app_model.types import MenuItem
+    from napari._app_model import get_app_model
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = make_napari_viewer()
+    items = get_app_model().menus.get_menu("napari/file/io_utilities")
+    assert "napari-octseg.open_as_oct" in [i.command.id for i in items if isinstance(i, MenuItem)]
+
+    scan = tmp_path / "S01.tif"  # plain name: napari's own reader would take it from File > Open
+    tifffile.imwrite(
+        scan,
+        (rng.random((3, 40, 36)) * 255).astype(np.uint8),
+        imagej=True,
+        resolution=(1 / SCALE[2], 1 / SCALE[1]),
+        metadata={"axes": "ZYX", "unit": "um", "spacing": SCALE[0]},
+    )
+    photo = tmp_path / "photo.tif"
+    tifffile.imwrite(photo, (rng.random((32, 40, 3)) * 255).astype(np.uint8), photometric="rgb")
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: ([str(scan), str(photo)], ""))
+    get_app_model().commands.execute_command("napari-octseg.open_as_oct").result()
+    assert [layer.name for layer in viewer.layers] == ["S01.tif"]  # the RGB photo is declined with a warning
+    np.testing.assert_allclose(viewer.layers["S01.tif"].scale, SCALE, rtol=1e-3)
+    assert viewer.layers["S01.tif"].axis_labels == ("B-scan", "depth", "A-scan")
