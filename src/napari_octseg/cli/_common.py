@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import InputError, OctsegError
+from ..io._sidecar import OCT_CONTAINER_SUFFIXES
 
 if TYPE_CHECKING:
     from ..core.volume import OctVolume
@@ -107,8 +108,13 @@ def add_force_quiet(
 
 
 def output_stem(path: Path) -> str:
-    """The name outputs of ``path`` are called after: a folder's name (e.g. a DICOM series), else the stem."""
-    return path.name if path.is_dir() else path.stem
+    """The name outputs of ``path`` are called after: a folder's name (e.g. a DICOM series), else the stem
+    (without ``.oct`` for an OCT stack named ``S01.oct.tif``)."""
+    if path.is_dir():
+        return path.name
+    if path.name.lower().endswith(OCT_CONTAINER_SUFFIXES):
+        return path.name[: -len(path.suffix) - len(".oct")]
+    return path.stem
 
 
 def load_for_run(args: argparse.Namespace) -> LoadedModel:

@@ -34,6 +34,8 @@ from .fovea import find_fovea
 ETDRS_SECTORS: tuple[str, ...] = ("C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2")
 ETDRS_RADII_UM: tuple[float, float, float] = (500.0, 1500.0, 3000.0)
 TSNIT_SECTORS: tuple[str, ...] = ("T", "TS", "NS", "N", "NI", "TI")
+#: Fraction of a sector that must be measured for its mean to be given (else NaN, shown as "–").
+MIN_COVERAGE = 0.95
 #: TSNIT sector edges in degrees from the temporal meridian, in scan order (T wraps around 0).
 TSNIT_EDGES_DEG: tuple[float, ...] = (45.0, 85.0, 125.0, 235.0, 275.0, 315.0)
 SECTOR_DESCRIPTIONS: dict[str, str] = {
@@ -208,7 +210,7 @@ def etdrs_table(
     scale_um: tuple[float, float, float],
     laterality: str,
     fovea: tuple[float, float],
-    min_coverage: float = 0.95,
+    min_coverage: float = MIN_COVERAGE,
     bscan_order: str = "inferior_to_superior",
 ) -> SectorTable:
     """ETDRS statistics of every thickness map.
@@ -274,7 +276,7 @@ def tsnit_sector_map(width: int) -> np.ndarray:
     return np.where(idx == len(TSNIT_EDGES_DEG), 0, idx).astype(np.int8)  # past 315 deg: T again
 
 
-def tsnit_table(maps: dict[str, np.ndarray], unit: str, min_coverage: float = 0.95) -> SectorTable:
+def tsnit_table(maps: dict[str, np.ndarray], unit: str, min_coverage: float = MIN_COVERAGE) -> SectorTable:
     """Peripapillary (TSNIT) statistics of circle-scan thickness maps (n_circles, width).
 
     Mean per sector over all circles; volume is not defined for a circle (NaN). A sector with fewer
@@ -329,7 +331,7 @@ def sector_table(
     laterality: str | None,
     inner_thickness: np.ndarray | None = None,
     fovea: tuple[float, float] | None = None,
-    min_coverage: float = 0.95,
+    min_coverage: float = MIN_COVERAGE,
     bscan_order: str = "inferior_to_superior",
 ) -> SectorTable:
     """The grid that suits the scan: ETDRS for a volume, TSNIT for a circle, none for a line.

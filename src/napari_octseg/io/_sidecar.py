@@ -80,10 +80,18 @@ def scan_date(volume: Any) -> str | None:
     return None
 
 
+#: An OCT stack in a generic container, named so that napari hands it to this plugin (``S01.oct.tif``).
+OCT_CONTAINER_SUFFIXES: tuple[str, ...] = (".oct.tif", ".oct.tiff", ".oct.npy")
+
+
 def subject_from_path(path: str | os.PathLike) -> str:
-    """Subject/volume id from a file name: the stem without our suffixes (``S01.labels.tif`` -> ``S01``)."""
+    """Subject/volume id from a file name: the stem without our suffixes (``S01.labels.tif`` -> ``S01``).
+
+    ``S01.oct.tif`` (an OCT stack named for the napari reader) gives ``S01`` too.
+    """
     name = Path(path).name
-    for suffix in (".labels.tif", ".labels.tiff", ".labels.npy", ".gradcam.tif", ".heatmaps.tif"):
+    ours = (".labels.tif", ".labels.tiff", ".labels.npy", ".gradcam.tif", ".heatmaps.tif", *OCT_CONTAINER_SUFFIXES)
+    for suffix in ours:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem if Path(name).suffix else name
