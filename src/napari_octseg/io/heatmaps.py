@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError, OctReadError
-from ._sidecar import HEATMAPS_FORMAT, base_record, embedded_sidecar, load_sidecar, normalise, write_tiff_pair
+from ._sidecar import (
+    HEATMAPS_FORMAT,
+    AfterTiff,
+    base_record,
+    embedded_sidecar,
+    load_sidecar,
+    normalise,
+    write_tiff_pair,
+)
 
 HEATMAP_SUFFIX = ".gradcam.tif"
 HEATMAP_SIDECAR_SUFFIX = ".gradcam.json"
@@ -59,9 +67,9 @@ def write_heatmaps_file(
     dtype: str = DEFAULT_HEATMAP_DTYPE,
     scale_um: tuple[float, float, float] | None = None,
     source: Mapping[str, Any] | None = None,
-    model: Any = None,
+    model: object = None,
     force: bool = False,
-    after_tiff: Any = None,
+    after_tiff: AfterTiff | None = None,
     **extra: Any,
 ) -> tuple[Path, Path]:
     """Write heatmaps (n_classes, n_bscans, depth, width) in [0, 1] as an ImageJ TIFF + JSON sidecar.

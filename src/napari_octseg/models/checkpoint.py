@@ -94,9 +94,10 @@ def save_checkpoint(
     output, created meanwhile) is never replaced. ``decoding`` (optional) holds a boundary calibration
     (:attr:`LoadedModel.boundary_offsets_px`).
     """
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
-    config: SegNetConfig = model.config  # type: ignore[assignment]
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(net, SegNet):
+        raise TypeError(f"only a SegNet can be saved as a checkpoint, not a {type(net).__name__}")
+    config = net.config
     payload = {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
@@ -104,7 +105,7 @@ def save_checkpoint(
         "class_names": list(class_names),
         "normalization": dict(normalization or DEFAULT_NORMALIZATION),
         "training": dict(training or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
     if decoding:
         payload["decoding"] = dict(decoding)
