@@ -70,7 +70,7 @@ def test_quality_panel_lists_flagged_first_goes_to_and_warns(make_napari_viewer,
     panel.show_quality(_record([0.9, 0.2, 0.8, 0.6, 0.1], reasons), layer)
     assert list(panel.choice.choices) == [1, 4, 3, 2, 0]  # flagged (in B-scan order), then the lowest
     assert panel.choice.native.itemText(0) == "1: 0.20 high noise"
-    assert panel.summary.value == "2 of 5 B-scan(s) flagged (quality < 0.5)"
+    assert panel.summary.value == "flagged: 2 of 5 (quality < 0.5)"
     assert warnings == []
     panel.choice.value = 4
     panel.go_button.changed.emit(True)
@@ -115,6 +115,7 @@ def test_quality_panel_layout_keeps_plot_above_go_to_row_in_a_narrow_dock(make_n
     plot = panel.plot.geometry()
     row = panel.go_button.native.parentWidget().geometry()
     summary = panel.summary.native.geometry()
+    assert not panel.summary.native.wordWrap()  # one line: its height does not depend on the dock's width
     assert summary.bottom() < plot.top()
     assert plot.bottom() < row.top(), (plot.getRect(), row.getRect())
     assert panel.plot.height() == panel.plot.minimumHeight()

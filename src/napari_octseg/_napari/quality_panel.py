@@ -93,10 +93,11 @@ class QualityPanel(Container):
         self._viewer = viewer
         self._layer: Any = None
         self.summary = Label(value="quality: segment a volume to see it")
-        # The dock's scroll area sizes the panel from its size hint, which does not follow a wrapped label's
-        # height: reserve two lines so a summary that wraps never pushes the plot over the row below it.
-        self.summary.native.setWordWrap(True)
-        self.summary.native.setMinimumHeight(2 * self.summary.native.fontMetrics().lineSpacing() + 4)
+        # One line that never wraps: a wrapped label's height depends on its width, which the dock's scroll
+        # area does not account for (the panel got less height than it needs and the plot slid over the
+        # "Go to" row). It takes the width it is given (never widening the dock); the tooltip has it all.
+        self.summary.native.setWordWrap(False)
+        self.summary.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.choice = ComboBox(label="B-scan", choices=[], tooltip="the lowest-quality B-scans, worst first")
         # long reasons must not widen the dock: the box keeps a modest width and elides, the full text is
         # in its drop-down list and tooltip
@@ -129,7 +130,9 @@ class QualityPanel(Container):
         self.choice.choices = choices
         n = len(scores)
         ok = f"all {n} B-scan(s) ok"
-        self.summary.value = f"{len(flagged)} of {n} B-scan(s) flagged (quality < {flag_below:g})" if flagged else ok
+        self.summary.value = f"flagged: {len(flagged)} of {n} (quality < {flag_below:g})" if flagged else ok
+        self.summary.tooltip = f"{len(flagged)} of {n} B-scan(s) have a quality below {flag_below:g}"
+        self.summary.native.setWordWrap(False)  # the dock's compact() wraps every label; this one stays one line
         self._show_choice_tooltip()
         if notify and record.get("volume_out_of_distribution"):
             show_warning(
