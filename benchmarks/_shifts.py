@@ -91,8 +91,8 @@ def apply_shift(
         f = float(shift.split(" x")[1])
         size = (w, round(h * f)) if shift.startswith("axial") else (round(w * f), h)
         interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-        x = cv2.resize(x, size, interpolation=interp)
-        lab = cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST)
+        x = np.asarray(cv2.resize(x, size, interpolation=interp), dtype=np.float32)
+        lab = np.asarray(cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST), dtype=np.uint8)
         if shift.startswith("axial"):
             ay = ay * h / size[1]
         else:
