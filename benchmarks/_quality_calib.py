@@ -7,11 +7,13 @@ Recipe (only the model's training subjects, Duke Subject_01-06; the validation s
 * saturation and the layer-thickness deviation are one-sided (max, and one p95 - p5 or one doubling beyond);
 * the anatomy fractions (fluid outside, edge, missing) are one-sided: no penalty up to the training maximum
   + 0.10 (about 50 of 512 A-scans: borders and shadows of other devices' scans), full penalty 0.30 beyond;
-* uncertainty is graded from the training minimum; its soft width, the weights of the input rules and of the
-  axial and lateral spacing rules (the model tolerates some noise, contrast and spacing change, so an unusual
-  input alone lowers the score by at most its weight) are chosen on the training subjects under the controlled
-  shifts to maximise the Spearman correlation with the true mean Dice; then the flag threshold maximising
-  Youden's J for "mean Dice < 0.75".
+* uncertainty is graded from the training minimum over a soft width no smaller than the training range (so a
+  B-scan as uncertain as any training B-scan keeps a graded, non-zero score); that width and the weight of the
+  input rules (the model tolerates some noise and contrast change, so an unusual input alone lowers the score by
+  at most its weight) are chosen on the training subjects under the controlled shifts to maximise the Spearman
+  correlation with the true mean Dice, and so are the weights of the axial and lateral spacing rules when the
+  network saw other spacings (a model that records its training spacing sees every B-scan resampled to it: the
+  base weights are kept); then the flag threshold maximising Youden's J for "mean Dice < 0.75".
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from napari_octseg.quality.score import (
     QualityReference,
     Rule,
     quality_from_statistics,
+    spacing_deviation,
 )
 from napari_octseg.quality.stats import STATISTICS
 
@@ -91,11 +94,21 @@ def calibrate(plain: list[dict], shifted: list[dict], key_map: dict[str, str] | 
     # the uncertainty's soft width, then the flag threshold, on the shifted training subjects
     rows = plain + shifted
     dice = np.array([r["dice"] for r in rows])
+    # The spacing weights can only be chosen where the network saw other spacings: a model that records its
+    # training spacing sees every B-scan resampled to it, so the deviation is 0 on every row and the weights
+    # of the base reference are kept (they matter for checkpoints without a spacing).
+    spacing = np.array([spacing_deviation((r["axial_um"], r["lateral_um"]), reference.spacing_um) for r in rows])
+    axial_choices = (0.25, 0.5, 1.0) if np.ptp(spacing[:, 0]) > 0.05 else (base["axial_spacing"].weight,)
+    lateral_choices = (0.1, 0.25, 0.5, 1.0) if np.ptp(spacing[:, 1]) > 0.05 else (base["lateral_spacing"].weight,)
+    # The uncertainty ramp must not reach zero quality within the range of the training B-scans (under the
+    # shifts): a score stuck at 0 loses the order that ranks the B-scans to correct first.
+    span = float(np.nanmax(stats_of(rows, key_map)["uncertainty"]) - np.nanmin(u))
+    softs = [v for v in (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6) if v >= span] or [0.6]
     best: tuple = (-2.0,)
-    for soft in (0.1, 0.15, 0.2, 0.3, 0.4):
+    for soft in softs:
         for weight in (0.1, 0.2, 0.3, 0.5):
-            for axial in (0.25, 0.5, 1.0):
-                for lateral in (0.1, 0.25, 0.5, 1.0):
+            for axial in axial_choices:
+                for lateral in lateral_choices:
                     ref = _with_uncertainty_soft(reference, soft, weight, axial, lateral)
                     rho = spearmanr(score_rows(rows, ref, key_map)[0], dice).statistic
                     if rho > best[0]:
@@ -125,9 +138,21 @@ def _with_uncertainty_soft(
     return replace(reference, rules=tuple(rules))
 
 
+def _num(v: float) -> str:
+    return "-math.inf" if v == -math.inf else "math.inf" if v == math.inf else f"{v:.4g}"
+
+
 def describe(reference: QualityReference) -> str:
-    """The reference as Python source for :data:`napari_octseg.quality.score.DEFAULT_REFERENCE`."""
-    lines = [f"flag_below={reference.flag_below:.3f}"]
+    """The reference as Python source for :data:`napari_octseg.quality.score.DEFAULT_REFERENCE` (rules, threshold)."""
+    lines = [f"flag_below={reference.flag_below:.3f},", "rules=("]
     for r in reference.rules:
-        lines.append(f"Rule({r.statistic!r}, {r.low:.4g}, {r.high:.4g}, {r.soft:.4g}, weight={r.weight:g})")
+        args = [repr(r.statistic), _num(r.low), _num(r.high), _num(r.soft)]
+        if r.reason_low:
+            args.append(f"reason_low={r.reason_low!r}")
+        if r.reason_high:
+            args.append(f"reason_high={r.reason_high!r}")
+        if r.weight != 1.0:
+            args.append(f"weight={r.weight:g}")
+        lines.append(f"    Rule({', '.join(args)}),")
+    lines.append("),")
     return "\n".join(lines)

@@ -1,10 +1,11 @@
 """Per-B-scan measurements for the quality benchmark: segment shifted Duke subjects and the .vol files.
 
 For every (subject, shift, B-scan): the true mean Dice (classes 1-7 and fluid, a class absent from both
-ground truth and prediction left out), every statistic of :mod:`napari_octseg.quality.stats` computed
-from the segmentation's softmax probabilities (the pipeline's uncertainty, 1 - margin), the same uncertainty
-summaries from the normalised entropy (``*_entropy``), the whole-B-scan mean uncertainty (``uncertainty_all``)
-and the pixel spacing the B-scan had. One row per B-scan, written to CSV so the calibration and the evaluation
+ground truth and prediction left out), every statistic of :mod:`napari_octseg.quality.stats` exactly as
+``segment(..., return_uncertainty=True)`` measures it (the pipeline's uncertainty, 1 - margin), the same
+uncertainty summaries from the normalised entropy (``*_entropy``), the whole-B-scan mean uncertainty
+(``uncertainty_all``), the pixel spacing the network saw (``axial_um``, ``lateral_um``: the model's grid) and
+the B-scan's own (``native_*``). One row per B-scan, written to CSV so the calibration and the evaluation
 can be redone without segmenting again.
 """
 
@@ -15,14 +16,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from _shifts import DUKE_SCALE_UM, apply_shift
+from _shifts import DUKE_SCALE_UM, DUKE_SPACING, shift_volume
 
 from napari_octseg.core.classes import SCORED_CLASSES
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.inference import segment
-from napari_octseg.models.normalization import normalize_bscans
-from napari_octseg.quality.stats import bscan_statistics, pixel_uncertainty, uncertainty_statistics
+from napari_octseg.quality.stats import STATISTICS, pixel_uncertainty, uncertainty_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 DUKE = ROOT.parent / "shared" / "data" / "duke_dme"
@@ -43,53 +43,57 @@ def bscan_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return out
 
 
-def measure(volume: OctVolume, model, reference_thickness: dict[int, float] | None) -> tuple[dict, np.ndarray]:
-    """Segment ``volume`` and return (statistics dict of (n,) arrays, labels)."""
-    result = run_generator(segment(volume, model, device="cpu", return_probabilities=True))
-    probs = result.probabilities
-    images = normalize_bscans(volume.display_data(), model.normalization)
-    axial = volume.scale_um[1] if volume.scale_um else DUKE_SCALE_UM[1]
-    unc = pixel_uncertainty(probs, "margin")
-    stats = bscan_statistics(images, result.labels, unc, axial, reference_thickness)
-    entropy = uncertainty_statistics(pixel_uncertainty(probs, "entropy"), result.labels)
+def measure(volume: OctVolume, model) -> tuple[dict, np.ndarray, tuple[float, float]]:
+    """Segment ``volume`` as ``octseg segment --uncertainty`` does and return (statistics, labels, spacing).
+
+    The statistics are the pipeline's own (``result.quality.statistics``: input statistics of the network's
+    input on the model's grid, anatomy and uncertainty on the native grid), plus the entropy summaries and
+    the whole-B-scan mean uncertainty from the native-grid probabilities; ``spacing`` is the (axial, lateral)
+    µm per pixel the network saw (the model's grid when the volume was resampled to it).
+    """
+    result = run_generator(segment(volume, model, device="cpu", return_probabilities=True, return_uncertainty=True))
+    report = result.quality
+    stats = {k: np.asarray(report.statistics[k], dtype=np.float64) for k in STATISTICS}
+    entropy = uncertainty_statistics(pixel_uncertainty(result.probabilities, "entropy"), result.labels)
     stats["uncertainty_entropy"] = entropy["uncertainty"]
     stats["uncertain_fraction_entropy"] = entropy["uncertain_fraction"]
-    stats["uncertainty_all"] = unc.mean(axis=(1, 2), dtype=np.float64)
-    return stats, result.labels
+    stats["uncertainty_all"] = result.uncertainty.mean(axis=(1, 2), dtype=np.float64)
+    seen = result.model_spacing_um or result.native_spacing_um or DUKE_SPACING
+    return stats, result.labels, (float(seen[0]), float(seen[1]))
 
 
-def collect(
-    model, subjects: Iterable[int], shifts: Iterable[str], reference_thickness: dict[int, float] | None, log=print
-) -> list[dict]:
+def collect(model, subjects: Iterable[int], shifts: Iterable[str], log=print) -> list[dict]:
     """Rows for every B-scan of every (subject, shift)."""
     rows: list[dict] = []
     for subj in subjects:
         with np.load(DUKE / f"Subject_{subj:02d}.npz") as z:
-            images, labels = z["images"].astype(np.float32), z["labels"].astype(np.uint8)
+            images, labels = z["images"], z["labels"].astype(np.uint8)
         for shift in shifts:
-            x, y, scale = apply_shift(shift, images, labels, DUKE_SCALE_UM, seed=subj)
-            stats, pred = measure(OctVolume(data=x, scale_um=scale), model, reference_thickness)
+            x, y, scale = shift_volume(shift, images, labels, DUKE_SCALE_UM, seed=subj)
+            stats, pred, seen = measure(OctVolume(data=x, scale_um=scale), model)
             dice = bscan_dice(pred, y)
             for i in range(len(x)):
                 row = {"source": f"Subject_{subj:02d}", "shift": shift, "bscan": i, "dice": dice[i]}
-                row.update({"axial_um": scale[1], "lateral_um": scale[2]})
+                row.update({"axial_um": seen[0], "lateral_um": seen[1], "native_axial_um": scale[1]})
+                row["native_lateral_um"] = scale[2]
                 row.update({k: float(v[i]) for k, v in stats.items()})
                 rows.append(row)
             log(f"  Subject_{subj:02d} {shift:<13} mean Dice {np.nanmean(dice):.3f}")
     return rows
 
 
-def collect_vols(model, reference_thickness: dict[int, float] | None) -> list[dict]:
+def collect_vols(model) -> list[dict]:
     """Rows for the B-scans of the two .vol files (no ground truth: Dice is NaN)."""
     from napari_octseg.io import read
 
     rows = []
     for path in sorted(VOLS.glob("*.vol")):
         volume = read(path)
-        stats, _ = measure(volume, model, reference_thickness)
+        stats, _, seen = measure(volume, model)
         for i in range(volume.n_bscans):
             row = {"source": path.name, "shift": "device", "bscan": i, "dice": np.nan}
-            row.update({"axial_um": volume.scale_um[1], "lateral_um": volume.scale_um[2]})
+            row.update({"axial_um": seen[0], "lateral_um": seen[1], "native_axial_um": volume.scale_um[1]})
+            row["native_lateral_um"] = volume.scale_um[2]
             row.update({k: float(v[i]) for k, v in stats.items()})
             rows.append(row)
     return rows

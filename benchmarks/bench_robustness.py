@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _shifts import SHIFTS, apply_shift
 
 from napari_octseg.core.atomic import atomic_write_text
 from napari_octseg.core.boundaries import boundaries
@@ -52,63 +53,6 @@ from napari_octseg.models import load_model
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DUKE_SPACING = (3.87, 11.3)
-SHIFTS = (
-    "clean",
-    "axial x0.75",
-    "axial x2",
-    "lateral x0.4",
-    "lateral x2",
-    "speckle 10 frames",
-    "speckle 3 frames",
-    "speckle 1 frame",
-    "gamma 0.5",
-    "gamma 2",
-    "hist. equalised",
-)
-
-
-def apply_shift(image: np.ndarray, labels: np.ndarray, shift: str, seed: int = 0):
-    """Shift one Duke B-scan (uint8 display grey values) and its labels.
-
-    Returns
-    -------
-    image
-        float32 (h, w) display grey values in [0, 1].
-    labels
-        uint8 (h, w) grader labels on the shifted grid.
-    spacing
-        (axial, lateral) µm per pixel of the shifted B-scan.
-    """
-    import cv2
-
-    x = image.astype(np.float32) / 255.0
-    lab = labels
-    ay, ax = DUKE_SPACING
-    h, w = x.shape
-    rng = np.random.default_rng(seed)
-    if shift.startswith("axial") or shift.startswith("lateral"):
-        f = float(shift.split(" x")[1])
-        size = (w, round(h * f)) if shift.startswith("axial") else (round(w * f), h)
-        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-        x = cv2.resize(x, size, interpolation=interp)
-        lab = cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST)
-        if shift.startswith("axial"):
-            ay = ay * h / size[1]
-        else:
-            ax = ax * w / size[0]
-    elif shift.startswith("speckle"):
-        n = float(shift.split()[1])
-        lin = x.astype(np.float64) ** 4 * rng.gamma(n, 1.0 / n, size=x.shape)
-        x = (lin**0.25).astype(np.float32)
-        x /= max(float(np.percentile(x, 99.9)), 1e-6)
-        x = np.clip(x, 0, 1)
-    elif shift.startswith("gamma"):
-        x = x ** float(shift.split()[1])
-    elif shift == "hist. equalised":
-        x = cv2.equalizeHist(image).astype(np.float32) / 255.0
-    elif shift != "clean":
-        raise ValueError(shift)
-    return x.astype(np.float32), lab.astype(np.uint8), (ay, ax)
 
 
 def boundary_errors(pred: np.ndarray, truth: np.ndarray, axial_um: float) -> tuple[np.ndarray, np.ndarray, float]:

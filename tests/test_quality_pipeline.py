@@ -98,3 +98,33 @@ def test_existing_uncertainty_file_is_kept_and_nothing_written(tmp_path, oct_inp
     assert err.count("\n") == 0 and "already exists" in err
     assert sorted(p.name for p in out.iterdir() if p.name != "octseg-manifest.jsonl") == ["vol.uncertainty.tif"]
     assert (out / "vol.uncertainty.tif").read_bytes() == b"user's file"
+
+
+def test_bundled_reference_flags_the_circle_scan_not_the_line_scan(vol_dir):
+    """The shipped calibration on the two genuine Heidelberg files: the circle scan (a pattern the model was not
+    made for) is flagged with anatomical reasons, the macular line scan is not (measured: quality 0.00 vs 0.79)."""
+    from napari_octseg.io import read
+    from napari_octseg.models import load_model
+
+    model = load_model(None, device="cpu")
+    circle = run_generator(segment(read(vol_dir / "valid.vol"), model, device="cpu", return_uncertainty=True))
+    line = run_generator(segment(read(vol_dir / "Willis_B_716_0.vol"), model, device="cpu", return_uncertainty=True))
+    assert circle.quality.flagged.all() and circle.quality.score.max() < 0.2
+    assert "layers missing" in circle.quality.reasons[0]
+    assert not line.quality.flagged.any() and line.quality.score.min() > 0.7
+
+
+def test_margin_uncertainty_equals_top2_of_the_softmax():
+    from napari_octseg.inference import _margin_uncertainty
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(3, 10, 7, 5), dim=1)
+    probs[0, :, 0, 0] = 0.1  # a ten-way tie: uncertainty 1
+    probs[1, :, 0, 0] = 0.0
+    probs[1, 4, 0, 0] = 1.0  # certain: uncertainty 0
+    top2 = probs.topk(2, dim=1).values
+    expected = (1.0 - (top2[:, 0] - top2[:, 1])).clamp(0.0, 1.0)
+    got = _margin_uncertainty(probs)
+    assert torch.equal(got, expected)
+    assert got[0, 0, 0] == 1.0 and got[1, 0, 0] == 0.0
+    np.testing.assert_allclose(got.numpy(), pixel_uncertainty(probs.numpy(), "margin"), atol=1e-6)

@@ -70,7 +70,7 @@ def test_quality_panel_lists_flagged_first_goes_to_and_warns(make_napari_viewer,
     panel.show_quality(_record([0.9, 0.2, 0.8, 0.6, 0.1], reasons), layer)
     assert list(panel.choice.choices) == [1, 4, 3, 2, 0]  # flagged (in B-scan order), then the lowest
     assert panel.choice.native.itemText(0) == "1: 0.20 high noise"
-    assert panel.summary.value == "2 of 5 B-scan(s) flagged (quality < 0.5)"
+    assert panel.summary.value == "flagged: 2 of 5 (quality < 0.5)"
     assert warnings == []
     panel.choice.value = 4
     panel.go_button.changed.emit(True)
@@ -98,3 +98,26 @@ def test_finetune_dock_proposes_and_jumps(make_napari_viewer):
     widget.labels_combo.value = plain
     assert widget.suggestions.suggest() == []
     assert "no quality recorded" in widget.suggestions.info.value
+
+
+def test_quality_panel_layout_keeps_plot_above_go_to_row_in_a_narrow_dock(make_napari_viewer, qtbot):
+    """At 1366 x 768 a wrapped summary and long reasons neither push the plot over the "Go to" row nor widen the
+    dock (the combo box elides)."""
+    viewer = make_napari_viewer(show=True)
+    widget = sw.SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    viewer.window.resize(1366, 768)
+    viewer.add_labels(np.zeros((25, 8, 8), np.uint8), name="lab")
+    long = ["high noise", "fluid outside the retina", "uncertain segmentation", "a layer out of its usual thickness"]
+    panel = widget.quality_panel
+    panel.show_quality(_record(np.linspace(0.05, 0.95, 25), [long] * 25, flag_below=0.599), viewer.layers["lab"])
+    qtbot.wait(300)
+    plot = panel.plot.geometry()
+    row = panel.go_button.native.parentWidget().geometry()
+    summary = panel.summary.native.geometry()
+    assert not panel.summary.native.wordWrap()  # one line: its height does not depend on the dock's width
+    assert summary.bottom() < plot.top()
+    assert plot.bottom() < row.top(), (plot.getRect(), row.getRect())
+    assert panel.plot.height() == panel.plot.minimumHeight()
+    assert panel.choice.native.sizeHint().width() < 250
+    assert panel.native.minimumSizeHint().width() < 320

@@ -21,6 +21,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..quality.score import correction_candidates
 
@@ -53,7 +54,11 @@ class _QualityPlot(FigureCanvasQTAgg):
     def __init__(self, on_pick: Callable[[int], None], height_px: int = 110) -> None:
         self.figure = Figure(figsize=(3.2, 1.2), dpi=90, layout="constrained")
         super().__init__(self.figure)
-        self.setMinimumHeight(height_px)
+        # a fixed height and a width that follows the dock: the layout always reserves exactly the plot's
+        # height, so the rows below it never slide under it, and the plot never widens the dock
+        self.setFixedHeight(height_px)
+        self.setMinimumWidth(160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.ax = self.figure.add_subplot(111)
         self._on_pick = on_pick
         self._n = 0
@@ -88,13 +93,26 @@ class QualityPanel(Container):
         self._viewer = viewer
         self._layer: Any = None
         self.summary = Label(value="quality: segment a volume to see it")
+        # One line that never wraps: a wrapped label's height depends on its width, which the dock's scroll
+        # area does not account for (the panel got less height than it needs and the plot slid over the
+        # "Go to" row). It takes the width it is given (never widening the dock); the tooltip has it all.
+        self.summary.native.setWordWrap(False)
+        self.summary.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.choice = ComboBox(label="B-scan", choices=[], tooltip="the lowest-quality B-scans, worst first")
+        # long reasons must not widen the dock: the box keeps a modest width and elides, the full text is
+        # in its drop-down list and tooltip
+        combo = self.choice.native
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(14)
+        combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.go_button = PushButton(text="Go to", tooltip="show the chosen B-scan in the viewer")
         row = Container(widgets=[self.choice, self.go_button], layout="horizontal", labels=False)
+        row.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         super().__init__(widgets=[self.summary, row], labels=False)
         self.plot = _QualityPlot(self.go_to)
         self.native.layout().insertWidget(1, self.plot)
         self.go_button.changed.connect(self._go_to_choice)
+        self.choice.changed.connect(self._show_choice_tooltip)
 
     def show_quality(self, record: dict, layer: Any, *, notify: bool = True) -> None:
         """Show ``record`` (a QualityReport summary) of the segmentation shown by ``layer``."""
@@ -112,7 +130,10 @@ class QualityPanel(Container):
         self.choice.choices = choices
         n = len(scores)
         ok = f"all {n} B-scan(s) ok"
-        self.summary.value = f"{len(flagged)} of {n} B-scan(s) flagged (quality < {flag_below:g})" if flagged else ok
+        self.summary.value = f"flagged: {len(flagged)} of {n} (quality < {flag_below:g})" if flagged else ok
+        self.summary.tooltip = f"{len(flagged)} of {n} B-scan(s) have a quality below {flag_below:g}"
+        self.summary.native.setWordWrap(False)  # the dock's compact() wraps every label; this one stays one line
+        self._show_choice_tooltip()
         if notify and record.get("volume_out_of_distribution"):
             show_warning(
                 f"{layer.name if layer is not None else 'this volume'}: {len(flagged)} of {n} B-scans look unlike "
@@ -122,6 +143,10 @@ class QualityPanel(Container):
     def go_to(self, index: int) -> None:
         """Show B-scan ``index`` in the viewer."""
         go_to_bscan(self._viewer, self._layer, index)
+
+    def _show_choice_tooltip(self, _value: Any = None) -> None:
+        text = self.choice.native.currentText()
+        self.choice.tooltip = text or "the lowest-quality B-scans, worst first"
 
     def _go_to_choice(self, _value: Any = None) -> None:
         if self.choice.value is not None:
