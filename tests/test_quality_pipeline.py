@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
