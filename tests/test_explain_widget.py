@@ -78,6 +78,7 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
     widget.show_class.value = "fluid"
     assert [viewer.layers[n].visible for n in names] == [False, False, True]
     assert widget.progress.value == 0 and widget.status.value.startswith("added 3 heatmap layer(s)")
+    assert "question: whole B-scan" in widget.status.value
 
 
 def test_second_run_keeps_the_shown_class_and_new_names(
@@ -217,6 +218,8 @@ def test_region_from_a_shape_and_the_table_csv(
     assert errors == []
     heat = viewer.layers["Grad-CAM NFL · scan"]
     assert heat.metadata[ew.GRADCAM_KEY]["target"] == "region"
+    # the status line says which question the maps answer
+    assert "question: region in B-scan 1" in widget.status.value, widget.status.value
     data = np.asarray(heat.data)
     assert data[1].max() > 0 and data[0].max() == 0 and data[2].max() == 0
     # the table goes to CSV with the feature-importance weights

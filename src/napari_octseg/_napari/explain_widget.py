@@ -73,6 +73,14 @@ def heatmap_layer_name(class_name: str, image_name: str) -> str:
     return f"Grad-CAM {class_name} · {short_name(image_name)}"
 
 
+def question_text(result: GradCamResult) -> str:
+    """The question a result answers, in the dock's words (``region in B-scan 5``, ``whole B-scan``, ...)."""
+    if result.target == "region":
+        scans = ", ".join(str(b) for b in result.bscans)
+        return f"region in B-scan {scans}"
+    return "whole B-scan" if result.target == "image" else "each class's predicted pixels"
+
+
 class ExplainWidget(ModelJobWidget):
     """Per-class Grad-CAM heatmaps of an OCT image layer, as colour-mapped image layers."""
 
@@ -260,7 +268,8 @@ class ExplainWidget(ModelJobWidget):
         self._labels_toggled(self.show_labels.value)
         self._viewer.layers.selection.active = image
         self.status.value = (
-            f"added {len(layers)} heatmap layer(s) ({result.layer}) in {result.seconds:.1f} s on {result.device}"
+            f"added {len(layers)} heatmap layer(s) ({result.layer}; question: {question_text(result)}) "
+            f"in {result.seconds:.1f} s on {result.device}"
         )
         return list(layers.values())
 
