@@ -13,18 +13,28 @@
    the trained network and of the same network with every weight re-initialised (median over classes
    and B-scans; whole-B-scan scores, so that the random network's maps are not empty); near 0 = the
    maps depend on the learned weights.
-3. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
+3. Region vs whole B-scan: for each class on ``--region-bscans`` B-scans per subject, two rectangles a
+   user might draw over it (96 columns, the class's rows there +- 8 px); the region's map (Seg-Grad-CAM,
+   the class's mean logit over the box) against the maps for the class's own pixels (the default
+   question) and for every pixel (the dock's "whole B-scan"): Spearman rank correlation, and the share
+   of each map's mass inside the box.
+4. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
    segment it (median of ``--repeats`` alternated runs). The CPU may be shared: the load average is printed.
 
 Results: ``benchmarks/results/gradcam_deletion.csv`` (per layer and class), ``gradcam_layers.csv`` (per
 layer: the summary used to choose the default), ``gradcam_deletion_rows_<subjects>.csv`` (every curve's
-area), ``gradcam_randomisation.csv``, ``gradcam_speed.csv``. On a shared CPU the parts can run as separate
+area), ``gradcam_region.csv`` (per layer) and ``gradcam_region_rows_<subjects>.csv`` (every question),
+``gradcam_randomisation.csv``, ``gradcam_speed.csv``. On a shared CPU the parts can run as separate
 processes (``--subjects 7 --skip-speed --skip-randomisation``, ...) and ``--summarise`` merges the rows.
 
 Usage::
 
     python benchmarks/bench_gradcam.py [--model PATH] [--layers decoder.1 decoder.2 decoder.3 bottleneck]
-        [--bscans 2] [--threads 1] [--repeats 3] [--skip-speed] [--out benchmarks/results]
+        [--bscans 2] [--region-bscans 2] [--fractions 0.01 0.03 0.1 0.3] [--threads 1] [--repeats 3]
+        [--skip-deletion] [--skip-region] [--skip-randomisation] [--skip-speed] [--out benchmarks/results]
+
+The figures in the README: ``--bscans 2`` (deletion), then ``--region-bscans 1 --skip-deletion`` (region
+and randomisation), then ``--repeats 5`` with the other parts skipped (cost).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _gradcam_region import bench_region, summarise_region
 from torch import nn
 
 from napari_octseg.core.classes import CLASS_NAMES, SCORED_CLASSES
@@ -149,97 +160,6 @@ def summarise_deletion(rows: list[dict], class_names: tuple[str, ...]) -> tuple[
             }
         )
     return per_class, per_layer
-
-
-def region_boxes(pred: np.ndarray, c: int, n: int = 2, width_px: int = 96, pad_px: int = 8) -> list[tuple[int, ...]]:
-    """Rectangles (y0, x0, y1, x1) a user might draw over class ``c``: ``n`` windows of ``width_px``
-    columns spread over the columns holding the class, each spanning the class's rows there +- ``pad_px``."""
-    cols = np.flatnonzero((pred == c).any(0))
-    if cols.size == 0:
-        return []
-    boxes = []
-    for q in np.linspace(0, 1, n + 2)[1:-1]:
-        centre = int(cols[int(q * (cols.size - 1))])
-        x0 = max(0, min(centre - width_px // 2, pred.shape[1] - width_px))
-        rows = np.flatnonzero((pred[:, x0 : x0 + width_px] == c).any(1))
-        y0, y1 = max(0, int(rows[0]) - pad_px), min(pred.shape[0], int(rows[-1]) + 1 + pad_px)
-        boxes.append((y0, x0, y1, x0 + width_px))
-    return boxes
-
-
-def bench_region(model: LoadedModel, layers: list[str], k: int, subjects: tuple[int, ...]) -> list[dict]:
-    """Region question vs whole-B-scan questions: one row per (layer, class, B-scan, rectangle).
-
-    ``spearman_vs_predicted`` / ``spearman_vs_image``: rank correlation of the region's map with the map for
-    the class's own pixels (the default question) / for every pixel; ``mass_in_box_region`` and
-    ``mass_in_box_predicted``: the share of each map's mass inside the rectangle (the box's share of the
-    B-scan's area is ``box_area``)."""
-    rows: list[dict] = []
-    for subject in subjects:
-        images, indices = _bscans(subject, k)
-        for img, b in zip(images, indices, strict=True):
-            t0 = time.perf_counter()
-            pred = run_generator(segment(OctVolume(data=img[None]), model, device="cpu")).labels[0]
-            present = [c for c in SCORED_CLASSES if (pred == c).any()]
-            for layer in layers:
-                whole = {
-                    t: run_generator(gradcam(img, model, present, layer, target=t, device="cpu")).heatmaps[:, 0]
-                    for t in ("predicted", "image")
-                }
-                for i, c in enumerate(present):
-                    boxes = region_boxes(pred, c)
-                    masks = np.zeros((len(boxes), *img.shape), dtype=bool)
-                    for j, (y0, x0, y1, x1) in enumerate(boxes):
-                        masks[j, y0:y1, x0:x1] = True
-                    stack = np.repeat(img[None], len(boxes), axis=0)
-                    res = run_generator(gradcam(stack, model, [c], layer, region=masks, batch_size=len(boxes), device="cpu"))
-                    for j, box in enumerate(boxes):
-                        heat = res.heatmaps[0, j].astype(np.float32)
-                        pw = whole["predicted"][i].astype(np.float32)
-                        rows.append(
-                            {
-                                "layer": layer,
-                                "class": c,
-                                "subject": subject,
-                                "bscan": int(b),
-                                "box": "-".join(map(str, box)),
-                                "box_area": round(float(masks[j].mean()), 4),
-                                "spearman_vs_predicted": rank_correlation(heat, pw),
-                                "spearman_vs_image": rank_correlation(heat, whole["image"][i].astype(np.float32)),
-                                "mass_in_box_region": float(heat[masks[j]].sum() / max(heat.sum(), 1e-12)),
-                                "mass_in_box_predicted": float(pw[masks[j]].sum() / max(pw.sum(), 1e-12)),
-                            }
-                        )
-            print(f"  Subject_{subject:02d} B-scan {b}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return rows
-
-
-def summarise_region(rows: list[dict]) -> list[dict]:
-    """Per layer: median (and quartiles of) Spearman region vs whole, and mass inside the rectangle."""
-    out = []
-    for layer in dict.fromkeys(r["layer"] for r in rows):
-        sel = [r for r in rows if r["layer"] == layer]
-
-        def q(key: str, sel: list[dict] = sel) -> list[float]:
-            v = np.array([r[key] for r in sel], dtype=np.float64)
-            v = v[np.isfinite(v)]
-            return [round(float(x), 3) for x in np.percentile(v, [25, 50, 75])] if v.size else [np.nan] * 3
-
-        sp, si = q("spearman_vs_predicted"), q("spearman_vs_image")
-        mr, mp = q("mass_in_box_region"), q("mass_in_box_predicted")
-        out.append(
-            {
-                "layer": layer,
-                "questions": len(sel),
-                "median_spearman_vs_predicted": sp[1],
-                "iqr_spearman_vs_predicted": f"{sp[0]}-{sp[2]}",
-                "median_spearman_vs_image": si[1],
-                "median_mass_in_box_region": mr[1],
-                "median_mass_in_box_predicted": mp[1],
-                "median_box_area": q("box_area")[1],
-            }
-        )
-    return out
 
 
 def _randomised(net: nn.Module) -> nn.Module:
@@ -381,7 +301,8 @@ def main() -> None:
         _write_csv(per_layer, args.out / "gradcam_layers.csv")
     if not args.skip_region:
         print(f"\nRegion vs whole B-scan, {args.region_bscans} B-scan(s) of each of subjects {subjects}:")
-        rows = bench_region(model, ["decoder", *args.layers], args.region_bscans, subjects)
+        scans = [(s, int(b), img) for s in subjects for img, b in zip(*_bscans(s, args.region_bscans), strict=True)]
+        rows = bench_region(model, ["decoder", *args.layers], scans)
         _write_csv(rows, args.out / f"gradcam_region_rows_{tag}.csv")
         rows = summarise_region(rows)
         _print_table(rows)

@@ -31,7 +31,7 @@ from ..core.errors import InputError
 from ..core.progress import Progress
 from ..explain import GradCamResult, gradcam
 from ..explain.export import write_table
-from ..explain.layers import DEFAULT_LAYER, LAYER_DESCRIPTIONS, describe_layer
+from ..explain.layers import DEFAULT_LAYER, LAYER_DESCRIPTIONS, REGION_NOTE, describe_layer
 from ..models.registry import load_model
 from ._common import Image, short_name, unique_layer_name, volume_from_layer
 from ._explain_region import QUESTIONS, REGION_QUESTIONS, region_from_layers
@@ -113,7 +113,10 @@ class ExplainWidget(ModelJobWidget):
             label="question",
             choices=QUESTIONS,
             value="predicted",
-            tooltip="what each class's score is taken over: its predicted pixels, the whole B-scan, or a region",
+            tooltip=(
+                "what each class's score is taken over: its predicted pixels, the whole B-scan, or a region; "
+                f"for a region, {REGION_NOTE}"
+            ),
         )
         self.region_layer = ComboBox(
             label="region layer",

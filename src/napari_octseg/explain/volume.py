@@ -47,7 +47,7 @@ from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.runtime import inference_network, release_cached
-from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch_weights, layer_module
+from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch_weights, layer_module, split_skip_convs
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
 
@@ -251,6 +251,7 @@ def gradcam(
     fast = inference_network(net, dev)
     if not hasattr(fast, "pointwise_head") or fast.pointwise_head(layer) is None:
         fast = fast.to(memory_format=torch.contiguous_format)  # the backward passes run in NCHW
+        split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
     try:
         done = 0
         for idx in batches:
