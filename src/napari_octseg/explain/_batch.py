@@ -130,11 +130,20 @@ def gradcam_batch_weights(
         captured["leaf"] = leaf
         return leaf
 
+    def top_hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        captured["top"] = output
+
     was_training = net.training
     grad_flags = [p.requires_grad for p in net.parameters()]
     handle = module.register_forward_hook(hook)
+    handles = [handle]
     try:
         net.eval()
+        # The classifier's input (the paper's "decoder" layer): when only the 1x1 classifier follows it,
+        # the backward passes start there, seeded through the classifier in closed form.
+        top = net.pointwise_head("decoder") if head is None and hasattr(net, "pointwise_head") else None
+        if top is not None:
+            handles.append(layer_module(net, "decoder").register_forward_hook(top_hook))
         for p in net.parameters():
             p.requires_grad_(False)
         with torch.inference_mode(False), torch.set_grad_enabled(head is None):
@@ -144,13 +153,18 @@ def gradcam_batch_weights(
             activation = captured["A"]
             if head is None:
                 footprint = net.gradcam_footprint(layer) if share_passes and hasattr(net, "gradcam_footprint") else None
-                grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint)
+                start = captured.get("top")
+                if top is not None and start is not None and start.requires_grad:
+                    grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint, (start, top))
+                else:
+                    grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint)
             else:
                 # d score_k / d A[p] = weights_k[p] * head[class_k] at every pixel: the backward pass
                 # would only sum this over the pixels, which the pixel weights' sums give directly.
                 idx = torch.as_tensor(list(classes), device=x.device)
                 grads = weights.sum((-2, -1)).transpose(0, 1)[..., None] * head.to(logits.dtype)[idx][:, None, :]
         del logits
+        captured.pop("top", None)
         # Sum over the layer's pixels / pixel count = Grad-CAM's global average of the gradients.
         w = grads / float(activation.shape[-2] * activation.shape[-1])
         cams = F.relu(torch.einsum("kbc,bchw->kbhw", w, activation.float()))
@@ -159,7 +173,8 @@ def gradcam_batch_weights(
             cams = F.interpolate(cams, size=padded, mode="bilinear", align_corners=False)
         return cams[..., :height, :width].contiguous(), pred, w.float()
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
         for p, flag in zip(net.parameters(), grad_flags, strict=True):
             p.requires_grad_(flag)
         net.train(was_training)
@@ -229,19 +244,32 @@ def _channel_grads(
     classes: Sequence[int],
     weights: torch.Tensor,
     footprint: tuple[int, int] | None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Gradients of every class score with respect to ``leaf`` (the layer's output), summed over its
     pixels: (len(classes), batch, channels). One backward pass per group of classes with disjoint
-    footprints, seeded with each class's d(score)/d(logits): its pixel weights in its own channel."""
+    footprints, seeded with each class's d(score)/d(logits): its pixel weights in its own channel.
+
+    ``start``: ``(top, M)``, the classifier's input (batch, channels, padded depth, padded width) and its
+    1x1 weights (n_classes, channels), when ``logits = (M @ top + b)`` cropped to the image: the passes then
+    start at ``top``, seeded with ``M^T`` of each class's pixel weights (the same gradient, without the
+    classifier's backward)."""
     idx = torch.as_tensor(list(classes), device=logits.device)
     reach = _footprints(weights, footprint, tuple(leaf.shape[-2:])) if footprint is not None else None
     groups = _groups(reach, len(classes))
     out = torch.zeros((len(classes), *leaf.shape[:2]), dtype=leaf.dtype, device=leaf.device)
+    height, width = logits.shape[-2:]
     for n, group in enumerate(groups):
-        seed = torch.zeros_like(logits)
-        for i in group:
-            seed[:, idx[i]] = weights[:, i]
-        (g,) = torch.autograd.grad(logits, leaf, grad_outputs=seed, retain_graph=n + 1 < len(groups))
+        if start is None:
+            out_tensor, seed = logits, torch.zeros_like(logits)
+            for i in group:
+                seed[:, idx[i]] = weights[:, i]
+        else:
+            out_tensor, matrix = start
+            seed = torch.zeros_like(out_tensor)
+            rows = matrix.to(seed.dtype)[idx[group]]  # (len(group), channels)
+            seed[..., :height, :width] = torch.einsum("bkhw,kc->bchw", weights[:, group].to(seed.dtype), rows)
+        (g,) = torch.autograd.grad(out_tensor, leaf, grad_outputs=seed, retain_graph=n + 1 < len(groups))
         if len(group) == 1:
             out[group[0]] = g.sum((-2, -1))
         else:
