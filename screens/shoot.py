@@ -38,7 +38,7 @@ if which == "duke":
     wait(seg)
     print("segment:", seg.status.value)
     th = docks["Layer thickness"]
-    th.source_labels.value = viewer.layers[-1]
+    th.source_labels.value = [lay for lay in viewer.layers if isinstance(lay, napari.layers.Labels)][-1]
     th.start()
     wait(th)
     print("thickness:", th.status.value)
@@ -56,7 +56,7 @@ elif which == "circle":
     seg.start()
     wait(seg)
     th = docks["Layer thickness"]
-    th.source_labels.value = viewer.layers[-1]
+    th.source_labels.value = [lay for lay in viewer.layers if isinstance(lay, napari.layers.Labels)][-1]
     th.start()
     wait(th)
     print("thickness:", th.status.value, th.note.value)

@@ -48,6 +48,25 @@ def tiny_model():
 
 
 @pytest.fixture
+def varied_model():
+    """A tiny random SegNet (seed 0) whose argmax varies over the image (the plain random one predicts one
+    class): classifier bias zero, BatchNorm gains x 3; wrapped as a LoadedModel."""
+    import torch
+    from torch import nn
+
+    from napari_octseg.models import LoadedModel, SegNet, SegNetConfig
+
+    torch.manual_seed(0)
+    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
+    with torch.no_grad():
+        net.classifier.bias.zero_()
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.mul_(3)
+    return LoadedModel(model=net, source="<varied test model>")
+
+
+@pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A checkpoint file of a random, very small SegNet (seed 0, classifier bias zero, so it predicts a
     mix of classes), whose training record holds a long ``history`` (summaries must leave it out)."""

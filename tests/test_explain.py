@@ -86,7 +86,7 @@ def test_vectorised_maps_match_captum(trained, scans, layer, target, reduction):
     net = trained.model
     x = _x(scans)
     classes = [0, 2, 5, 7, 8]
-    cams, pred = gradcam_batch(net, layer, x, classes, target=target, reduction=reduction)
+    cams, pred, _ = gradcam_batch(net, layer, x, classes, target=target, reduction=reduction)
     with torch.no_grad():
         assert torch.equal(pred, net(x).argmax(1))
     nonzero = 0
@@ -133,7 +133,7 @@ def test_volume_result_normalised_per_class(trained, scans):
     assert result.heatmaps.dtype == np.float16 and result.heatmaps.shape == (3, 3, 32, 48)
     assert result.labels.dtype == np.uint8 and result.labels.shape == (3, 32, 48)
     assert [e.done for e in events if isinstance(e, Progress)] == [0, 1, 2, 3]
-    raw, pred = gradcam_batch(trained.model, "decoder", _x(scans), (1, 5, 8))
+    raw, pred, _ = gradcam_batch(trained.model, "decoder", _x(scans), (1, 5, 8))
     np.testing.assert_array_equal(result.labels, pred.numpy())
     for k, c in enumerate(result.classes):
         peak = float(raw[k].max())
@@ -211,7 +211,7 @@ def test_hooks_removed_and_mode_restored_after_exception(trained, scans):
 
 def test_cancel_stops_with_cancelled_and_restores(trained, scans):
     stop = threading.Event()
-    gen = gradcam(scans, trained, cancel=stop)
+    gen = gradcam(scans, trained, cancel=stop.is_set)
     assert next(gen).done == 0
     assert next(gen).done == 1
     stop.set()

@@ -41,8 +41,8 @@ def scans() -> np.ndarray:
 def test_shared_backward_passes_give_the_per_class_maps(trained, scans, layer, target):
     """Classes seeded together (disjoint footprints) get exactly the maps of one pass per class."""
     x = _x(scans)
-    shared, pred = gradcam_batch(trained.model, layer, x, range(10), target=target)
-    alone, _ = gradcam_batch(trained.model, layer, x, range(10), target=target, share_passes=False)
+    shared, pred, _ = gradcam_batch(trained.model, layer, x, range(10), target=target)
+    alone, _, _ = gradcam_batch(trained.model, layer, x, range(10), target=target, share_passes=False)
     assert len(np.unique(pred.numpy())) >= 6
     scale = float(alone.abs().max())
     torch.testing.assert_close(shared, alone, rtol=1e-4, atol=1e-5 * scale)

@@ -13,20 +13,7 @@ from napari_octseg.core.errors import Cancelled, CheckpointError, InputError
 from napari_octseg.core.progress import Progress, run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.inference import bscan_hashes, edited_bscans, labels_sidecar, segment
-from napari_octseg.models import LoadedModel, SegNet, SegNetConfig
-
-
-@pytest.fixture
-def varied_model() -> LoadedModel:
-    """A tiny random SegNet whose argmax varies over the image (the plain random one predicts one class)."""
-    torch.manual_seed(0)
-    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
-    with torch.no_grad():
-        net.classifier.bias.zero_()
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.mul_(3)
-    return LoadedModel(model=net, source="<varied test model>")
+from napari_octseg.models import LoadedModel
 
 
 @pytest.fixture

@@ -23,20 +23,8 @@ def test_evaluate_prints_table_and_writes_csv(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "pred.tif", pred)
     np.savez(tmp_path / "truth.npz", labels=truth, images=np.zeros_like(truth))
     out = tmp_path / "scores.csv"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--pred",
-                str(tmp_path / "pred.tif"),
-                "--truth",
-                str(tmp_path / "truth.npz"),
-                "--csv",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = ["evaluate", "--pred", str(tmp_path / "pred.tif"), "--truth", str(tmp_path / "truth.npz"), "--csv", str(out)]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "NFL" in text and "background (not in the means)" in text
     rows = out.read_text().splitlines()
@@ -44,20 +32,7 @@ def test_evaluate_prints_table_and_writes_csv(tmp_path, capsys):
     # NFL: 20 true pixels, 19 found, none extra -> Dice 38/39
     assert float(nfl.split(",")[4]) == pytest.approx(38 / 39)
     # refuses to overwrite without --force
-    assert (
-        main(
-            [
-                "evaluate",
-                "--pred",
-                str(tmp_path / "pred.tif"),
-                "--truth",
-                str(tmp_path / "truth.npz"),
-                "--csv",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    assert main(args) == 1
 
 
 @pytest.mark.parametrize("case", ["shape", "class", "pickle", "missing", "float", "nokey"])

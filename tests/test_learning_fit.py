@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from napari_octseg.core.errors import InputError
+from napari_octseg.core.errors import Cancelled, InputError
 from napari_octseg.learning import FitConfig, FitEvent, FitResult, SegDataset, fit
 from napari_octseg.models import SegNet, SegNetConfig, load_checkpoint
 
@@ -113,28 +113,34 @@ def test_fit_learns_the_bands():
     assert accuracy > MIN_BANDS_ACCURACY
 
 
-def test_cancel_stops_without_writing(tmp_path):
+def test_cancel_raises_cancelled_without_writing_and_restores_the_weights(tmp_path):
     imgs, labs = layered(n=2, h=32, w=32)
+    net = tiny()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     calls = []
 
     def cancel():
         calls.append(1)
         return len(calls) > 1
 
-    events, result = drain(
-        fit(
-            tiny(),
-            (imgs, labs),
-            None,
-            FitConfig(epochs=5, batch_size=1),
-            checkpoint_path=tmp_path / "m.pt",
-            device="cpu",
-            cancel=cancel,
-        )
+    events = []
+    gen = fit(
+        net,
+        (imgs, labs),
+        None,
+        FitConfig(epochs=5, batch_size=1),
+        checkpoint_path=tmp_path / "m.pt",
+        device="cpu",
+        cancel=cancel,
     )
-    assert result.stopped_reason == "cancelled"
+    with pytest.raises(Cancelled, match="epoch 1 of 5"):
+        for event in gen:
+            events.append(event)
     assert [e.kind for e in events] == ["step"]
-    assert not (tmp_path / "m.pt").exists() and result.checkpoint_path is None
+    assert not (tmp_path / "m.pt").exists()
+    # cancelled in the first epoch: the best weights so far are the ones it started from (one step was taken)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not net.training
 
 
 class Poisoned(Dataset):

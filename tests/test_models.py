@@ -159,3 +159,11 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="not available"):
             select_device("cuda")
+
+
+def test_only_a_segnet_is_saved_and_nothing_is_written_otherwise(tmp_path):
+    from napari_octseg.models import save_checkpoint
+
+    with pytest.raises(TypeError, match="only a SegNet"):
+        save_checkpoint(tmp_path / "conv.pt", torch.nn.Conv2d(1, 1, 1))
+    assert list(tmp_path.iterdir()) == []

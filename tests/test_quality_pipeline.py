@@ -8,28 +8,13 @@ import json
 import numpy as np
 import pytest
 import tifffile
-import torch
-from torch import nn
 
 from napari_octseg.cli import main
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.inference import segment
-from napari_octseg.models import LoadedModel, SegNet, SegNetConfig
 from napari_octseg.quality import STATISTICS, pixel_uncertainty
 from napari_octseg.quality.report import QC_COLUMNS, quality_from_sidecar
-
-
-@pytest.fixture
-def varied_model() -> LoadedModel:
-    torch.manual_seed(0)
-    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
-    with torch.no_grad():
-        net.classifier.bias.zero_()
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.mul_(3)
-    return LoadedModel(model=net, source="<varied test model>")
 
 
 def test_uncertainty_in_the_same_pass_leaves_the_labels_unchanged(rng, varied_model):

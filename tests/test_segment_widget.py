@@ -31,6 +31,7 @@ def _widget(viewer, checkpoint, batch_size=2):
     widget.checkpoint.value = str(checkpoint)
     widget.device.value = "cpu"
     widget.batch_size.value = batch_size
+    widget.boundaries_check.value = False  # the boundary lines layer is tested in test_boundary_layer.py
     return widget
 
 

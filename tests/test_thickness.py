@@ -13,9 +13,9 @@ from napari_octseg.core.etdrs import (
     ETDRS_SECTORS,
     TSNIT_SECTORS,
     etdrs_sector_map,
-    find_fovea,
     tsnit_sector_map,
 )
+from napari_octseg.core.fovea import find_fovea
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.tables import IDENTITY_COLUMNS, ScanIdentity
 from napari_octseg.core.thickness import (

@@ -184,3 +184,25 @@ def test_line_scan_shows_a_profile_in_um(qtbot, make_napari_viewer):
     _measure(qtbot, widget)
     x, profile = widget.plot.drawn
     assert widget.plot.kind == "profile" and x[-1] == pytest.approx(99 * SCALE[2])
+
+
+def test_circle_table_and_plot_say_what_they_show(qtbot, make_napari_viewer):
+    """A circle scan's table has no column of dashes (no sector volume), explains G and missing means; the
+    profile's axes name the quantity with its unit and each tick's quadrant."""
+    viewer = make_napari_viewer()
+    vol = _volume(n=1, width=360)
+    vol.scan_pattern = "circle"
+    vol.labels[0, :, :60] = 0  # no retina in the first 60°: T and TS sectors under-covered
+    viewer.add_image(vol.data, **image_layer_kwargs(vol, "circle"))
+    viewer.add_labels(vol.labels, **labels_layer_kwargs("circle labels", scale=SCALE))
+    widget = ThicknessWidget(viewer)
+    _measure(qtbot, widget)
+    rows = widget.table_rows()
+    assert rows[0] == ["sector", "µm", "A-scans", "measured"]
+    by_sector = {r[0]: r for r in rows[1:]}
+    assert by_sector["T"][1] == "–" and by_sector["N"][1] != "–"
+    assert "G = the whole circle" in widget.note.value and "95%" in widget.note.value
+    assert widget.table.native.item(1, 0).toolTip() == "temporal"  # row 0 is G
+    ax = widget.plot.figure.axes[0]
+    assert ax.get_ylabel() == "total retina thickness (µm)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0°\nT", "90°\nS", "180°\nN", "270°\nI", "360°\nT"]

@@ -25,7 +25,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,7 +340,7 @@ def latest_rows(rows: Sequence[Mapping[str, Any]], command: str | None = None) -
 
 
 # ------------------------------------------------------------------------------------ prefetch
-def prefetched(items: Sequence[T], load: Callable[[T], R]) -> Iterator[tuple[T, Future[R]]]:
+def prefetched(items: Sequence[T], load: Callable[[T], R]) -> Generator[tuple[T, Future[R]], None, None]:
     """Yield ``(item, future of load(item))`` with the *next* item's load already running in a thread.
 
     At most two loads are alive (the one being used and the next), so memory stays bounded. The

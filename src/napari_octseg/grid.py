@@ -13,6 +13,7 @@ opencv's ``resize`` does the resampling: it is several times faster than scipy/s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +62,7 @@ class GridMap:
         return self.native_shape[1] / self.model_shape[1]
 
 
-def check_spacing(spacing: tuple[float, ...] | list[float], what: str = "pixel spacing") -> tuple[float, ...]:
+def check_spacing(spacing: Sequence[float | str], what: str = "pixel spacing") -> tuple[float, ...]:
     """Validate a spacing in µm: every value finite and in (0, 100000].
 
     Raises
@@ -180,7 +181,7 @@ def to_native_grid(maps: np.ndarray, gm: GridMap, nearest: bool = False) -> np.n
 
     h, w = gm.native_shape
     lead = maps.shape[:-2]
-    flat = maps.reshape((-1,) + maps.shape[-2:])
+    flat = maps.reshape(-1, maps.shape[-2], maps.shape[-1])
     out = np.empty((flat.shape[0], h, w), maps.dtype)
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     for i, m in enumerate(flat):

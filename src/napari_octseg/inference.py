@@ -74,6 +74,9 @@ class SegmentationResult:
     quality
         Per-B-scan quality with reasons (:class:`~napari_octseg.quality.QualityReport`), or ``None`` unless
         the uncertainty was requested.
+    boundary_offsets_px
+        The checkpoint's boundary calibration the decoding applied (model-grid rows ILM .. BM, + = deeper),
+        or ``None``.
     """
 
     labels: np.ndarray
@@ -90,6 +93,7 @@ class SegmentationResult:
     notes: list[str] = field(default_factory=list)
     uncertainty: np.ndarray | None = None
     quality: QualityReport | None = None
+    boundary_offsets_px: tuple[float, ...] | None = None
 
     def provenance(self) -> dict[str, Any]:
         """JSON-serialisable record of the preprocessing decisions (for the labels sidecar)."""
@@ -100,6 +104,7 @@ class SegmentationResult:
             "model_spacing_um": list(self.model_spacing_um) if self.model_spacing_um else None,
             "model_shape": list(self.model_shape) if self.model_shape else None,
             "notes": list(self.notes),
+            "boundary_offsets_px": list(self.boundary_offsets_px) if self.boundary_offsets_px else None,
         }
 
 
@@ -163,6 +168,7 @@ def _forward(
     ordered: bool,
     want_probabilities: bool,
     want_uncertainty: bool = False,
+    offsets_px: tuple[float, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
     """Labels (and float16 probabilities, uncertainty) on the native grid of model-grid B-scans ``x`` (n, h, w).
 
@@ -185,16 +191,17 @@ def _forward(
         logits = net(batch)[..., :height, :width].float()
         n_out = int(logits.shape[1])
         probs_t = torch.softmax(logits, dim=1)
-        winner = probs_t.argmax(dim=1)
         if ordered and n_out == N_CLASSES:
-            edges = ordered_edges(probs_t).cpu().numpy()
-            fluid = (winner == FLUID).to("cpu", torch.uint8).numpy()
+            edges = ordered_edges(probs_t, offsets_px).cpu().numpy()
+            # fluid wins where it beats every other class (argmax's first-index rule gives ties to the others);
+            # a max over the classes is several times faster than argmax over the channel dimension on a CPU
+            fluid = (probs_t[:, FLUID] > probs_t[:, :FLUID].amax(dim=1)).to("cpu", torch.uint8).numpy()
             labels = np.empty((x.shape[0], depth, n_cols), np.uint8)
             for i in range(x.shape[0]):
                 labels[i] = labels_from_edges(surfaces_to_native(edges[i], gm), depth)
                 paint_fluid(labels[i], to_native_grid(fluid[i], gm, nearest=True).astype(bool))
         else:
-            labels = to_native_grid(winner.to("cpu", torch.uint8).numpy(), gm, nearest=True)
+            labels = to_native_grid(probs_t.argmax(dim=1).to("cpu", torch.uint8).numpy(), gm, nearest=True)
         probs = None
         if want_probabilities:
             probs = to_native_grid(probs_t.cpu().numpy(), gm).astype(np.float16)
@@ -341,6 +348,7 @@ def segment(
                 ordered=ordered,
                 want_probabilities=probabilities is not None,
                 want_uncertainty=return_uncertainty,
+                offsets_px=model.boundary_offsets_px,
             )
         except Exception as exc:
             if not _is_oom(exc):
@@ -382,6 +390,7 @@ def segment(
         notes=notes,
         uncertainty=uncertainty,
         quality=accumulator.report() if accumulator is not None else None,
+        boundary_offsets_px=model.boundary_offsets_px if ordered and n_classes == N_CLASSES else None,
     )
 
 

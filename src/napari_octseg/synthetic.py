@@ -46,6 +46,10 @@ _REFLECTIVITY = {
 }
 
 
+#: A fluid pocket: centre x, y (µm), radii x, y (µm), height (µm) and the layer class it lies in.
+_Pocket = tuple[float, float, float, float, float, int]
+
+
 @dataclass(frozen=True)
 class _Anatomy:
     """Random, per-seed anatomical parameters (µm unless said)."""
@@ -97,17 +101,17 @@ def _thicknesses(r: np.ndarray, nasal: np.ndarray, a: _Anatomy) -> list[np.ndarr
     return [t * a.thickness_gain for t in (nfl, gcl_ipl, inl, opl, onl, ez_os, rpe)]
 
 
-def _fluid_pockets(rng: np.random.Generator, a: _Anatomy, n: int) -> list[tuple[float, ...]]:
+def _fluid_pockets(rng: np.random.Generator, a: _Anatomy, n: int) -> list[_Pocket]:
     """``n`` ellipsoidal cysts near the fovea: (x, y, radius_x, radius_y, height µm, layer 2=INL | 4=ONL)."""
-    pockets = []
+    pockets: list[_Pocket] = []
     for _ in range(n):
         angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 900)
         layer = 4 if rng.random() < 0.65 else 2
         height = rng.uniform(60, 160) if layer == 4 else rng.uniform(25, 60)
         pockets.append(
             (
-                a.fovea_x + dist * np.cos(angle),
-                a.fovea_y + dist * np.sin(angle),
+                float(a.fovea_x + dist * np.cos(angle)),
+                float(a.fovea_y + dist * np.sin(angle)),
                 rng.uniform(120, 380),
                 rng.uniform(120, 380),
                 height,

@@ -18,7 +18,7 @@ from typing import Any
 
 from magicgui.widgets import Container
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QLabel, QLayout, QMainWindow, QScrollArea, QWidget
+from qtpy.QtWidgets import QBoxLayout, QComboBox, QDockWidget, QFrame, QLabel, QMainWindow, QScrollArea, QWidget
 
 #: Height (px) a dock asks for at least, whatever its content: a few rows, then it scrolls.
 MIN_DOCK_HEIGHT = 120
@@ -51,9 +51,12 @@ class ScrollDock(Container):
         """The widget inside the scroll area that holds the controls' layout."""
         return self.root_native_widget.widget()
 
-    def content_layout(self) -> QLayout:
+    def content_layout(self) -> QBoxLayout:
         """The layout of the controls (to insert a plain Qt widget such as a plot)."""
-        return self.content().layout()
+        layout = self.content().layout()
+        if not isinstance(layout, QBoxLayout):  # magicgui lays a Container out in a box layout
+            raise TypeError(f"unexpected dock layout {type(layout).__name__}")
+        return layout
 
     def compact(self) -> None:
         """Let drop-down lists shrink to the dock's width and long lines wrap; keep the rows at the top.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox, Widget
 from psygnal import SignalInstance
 
@@ -45,6 +46,11 @@ def model_choices() -> list[str]:
     return [DEFAULT_CHOICE, *(LIBRARY_PREFIX + name for name in library_models()), FILE_CHOICE]
 
 
+def _choices(_widget: Any = None) -> list[str]:
+    """The model chooser's entries, re-read whenever its choices are reset."""
+    return model_choices()
+
+
 def model_info_text(choice: str, checkpoint: str | Path | None) -> str:
     """The line under the model chooser: which model will be used, or what to do."""
     if choice == DEFAULT_CHOICE:
@@ -55,8 +61,10 @@ def model_info_text(choice: str, checkpoint: str | Path | None) -> str:
     if choice.startswith(LIBRARY_PREFIX):
         found = library_models().get(choice[len(LIBRARY_PREFIX) :])
         return f"library model: {found}" if found is not None else f"{choice}: no longer in {library_dir()}"
-    path = Path(checkpoint) if checkpoint else None
-    return f"model file: {path.name}" if path is not None and path.is_file() else "Choose a checkpoint (.pt) file."
+    chosen = Path(checkpoint) if checkpoint else None
+    return (
+        f"model file: {chosen.name}" if chosen is not None and chosen.is_file() else "Choose a checkpoint (.pt) file."
+    )
 
 
 def checked_model_spec(choice: str, checkpoint: str | Path | None) -> str | None:
@@ -77,6 +85,58 @@ def checked_model_spec(choice: str, checkpoint: str | Path | None) -> str | None
     if not Path(spec).is_file():
         raise CheckpointError(f"{spec}: no such model file")
     return spec
+
+
+class ModelChooser:
+    """The model rows of a dock: which model (the bundled default, a library model by name, or a checkpoint
+    file), the checkpoint file field (shown for "checkpoint file"), and a line saying what will be used.
+
+    Add :attr:`widgets` to the dock's layout; :meth:`spec` is the checked choice. Every chooser re-reads the
+    model library when :data:`library_changed` is emitted.
+    """
+
+    def __init__(self, label: str = "model", tooltip: str = "") -> None:
+        self.choice = ComboBox(label=label, choices=_choices, value=DEFAULT_CHOICE, tooltip=tooltip)
+        self.checkpoint = FileEdit(
+            label="checkpoint",
+            mode=FileDialogMode.EXISTING_FILE,
+            filter="*.pt",
+            visible=False,
+            tooltip="a model checkpoint file (.pt)",
+        )
+        self.info = Label(label="", value=model_info_text(DEFAULT_CHOICE, None))
+        self.info.native.setWordWrap(True)
+        self.choice.changed.connect(self.update)
+        self.checkpoint.changed.connect(self.update)
+        library_changed.connect(self.refresh)
+
+    @property
+    def widgets(self) -> list[Widget]:
+        """The chooser, the checkpoint file field and the info line, top to bottom."""
+        return [self.choice, self.checkpoint, self.info]
+
+    def update(self, _value: Any = None) -> None:
+        """Show the file field for "checkpoint file" and say which model will be used."""
+        self.checkpoint.visible = self.choice.value == FILE_CHOICE
+        self.info.value = model_info_text(self.choice.value, self.path)
+
+    def refresh(self) -> None:
+        """Re-read the model library into the chooser (e.g. after fine-tuning saved a model)."""
+        try:
+            self.choice.reset_choices()
+            self.update()
+        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
+            library_changed.disconnect(self.refresh)
+
+    def spec(self) -> str | None:
+        """``None`` for the bundled default, else the checkpoint path; CheckpointError if it is absent."""
+        return checked_model_spec(self.choice.value, self.path)
+
+    @property
+    def path(self) -> Path | None:
+        """The checkpoint file chosen in the file field (``None`` when empty)."""
+        value = self.checkpoint.value
+        return value if isinstance(value, Path) else None
 
 
 class ModelJobWidget(ScrollDock):
@@ -107,17 +167,14 @@ class ModelJobWidget(ScrollDock):
     ) -> None:
         self._viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_choices, tooltip="the OCT image layer to use")
-        self.model_choice = ComboBox(
-            label="model",
-            choices=lambda _w=None: model_choices(),
-            value=DEFAULT_CHOICE,
-            tooltip="the bundled model, a model you fine-tuned (model library), or a checkpoint (.pt) file",
+        self.models = ModelChooser(
+            tooltip="the bundled model, a model you fine-tuned (model library), or a checkpoint (.pt) file"
         )
-        self.checkpoint = FileEdit(
-            label="checkpoint", mode="r", filter="*.pt", visible=False, tooltip="a model checkpoint file (.pt)"
+        self.model_choice, self.checkpoint, self.model_info = (
+            self.models.choice,
+            self.models.checkpoint,
+            self.models.info,
         )
-        self.model_info = Label(value="")
-        self.model_info.native.setWordWrap(True)
         self.device = ComboBox(
             label="device",
             choices=list(DEVICE_CHOICES),
@@ -142,19 +199,15 @@ class ModelJobWidget(ScrollDock):
             self.runner.cancel_button,
             self.runner.status,
         )
-        model_rows = [self.model_choice, self.checkpoint, self.model_info]
+        model_rows = self.models.widgets
         run_rows = [self.device, *([self.batch_size] if self.batch_size is not None else [])]
         controls = [self.run_button, *self.runner.widgets()]
         super().__init__(widgets=[self.image, *model_rows, *options, *run_rows, *controls, *results])
-        self.model_choice.changed.connect(self._update_model_info)
-        self.checkpoint.changed.connect(self._update_model_info)
         self.run_button.changed.connect(self.start)
-        library_changed.connect(self.refresh_models)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         for layer in viewer.layers:
             layer.events.name.connect(self._refresh_images)
-        self._update_model_info()
         self.compact()
 
     # -- what subclasses provide -----------------------------------------------------------------
@@ -201,18 +254,6 @@ class ModelJobWidget(ScrollDock):
             self._layer_removed(event.value)
         self._refresh_images()
 
-    def refresh_models(self) -> None:
-        """Re-read the model library into the model chooser (e.g. after fine-tuning saved a model)."""
-        try:
-            self.model_choice.reset_choices()
-            self._update_model_info()
-        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
-            library_changed.disconnect(self.refresh_models)
-
-    def _update_model_info(self, _value: Any = None) -> None:
-        self.checkpoint.visible = self.model_choice.value == FILE_CHOICE
-        self.model_info.value = model_info_text(self.model_choice.value, self.checkpoint.value)
-
     # -- running ---------------------------------------------------------------------------------
 
     @property
@@ -232,7 +273,7 @@ class ModelJobWidget(ScrollDock):
             if layer is None:
                 raise OctsegError(f"no image layer to {self.action}: open an OCT volume first")
             self._check_options()
-            spec = checked_model_spec(self.model_choice.value, self.checkpoint.value)
+            spec = self.models.spec()
             select_device(self.device.value)
         except OctsegError as exc:
             # through the module, so a replaced _common.report_error (tests) sees it

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
 
 from ..core.errors import Cancelled
-from ..core.progress import Progress
+from ..core.progress import Progress, cancellable
 from . import _common
 
 Job = Generator[Any, Any, Any] | Callable[[], Generator[Any, Any, Any]]
@@ -65,9 +65,10 @@ class JobRunner:
         self._outcome = ""
         self.cancel_button.changed.connect(self.cancel)
 
-    def widgets(self) -> list[Any]:
+    def widgets(self) -> list[Widget]:
         """Progress bar, Cancel and status line, to lay out in a dock (Cancel beside the bar)."""
-        row = Container(widgets=[self.progress, self.cancel_button], layout="horizontal", labels=False)
+        parts: list[Widget] = [self.progress, self.cancel_button]
+        row = Container(widgets=parts, layout="horizontal", labels=False)
         row.margins = (0, 0, 0, 0)
         return [row, self.status]
 
@@ -124,15 +125,7 @@ class JobRunner:
 
         def work() -> Generator[Any, Any, Any]:
             gen = job() if callable(job) else job
-            while True:
-                if self._cancel:
-                    gen.close()
-                    raise Cancelled("cancelled")
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    return stop.value
-                yield event
+            return (yield from cancellable(gen, self.cancel_requested, "cancelled"))
 
         self.worker = create_worker(work, _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._yielded)

@@ -73,7 +73,7 @@ class ThicknessPlot(ThemedCanvas):
         ax.set_xlabel(f"A-scan axis ({axis_unit})")
         ax.set_ylabel(f"B-scan axis ({axis_unit})")
         bar = self.figure.colorbar(image, ax=ax, shrink=0.85)
-        bar.set_label(f"{layer} ({unit})", color=self.colors["text"], fontsize=8)
+        bar.set_label(f"{layer} thickness ({unit})", color=self.colors["text"], fontsize=8)
         bar.ax.tick_params(colors=self.colors["text"], labelsize=7)
         self.edge_labels = {"top": "S", "bottom": "I"}
         if table.laterality in ("OD", "OS"):
@@ -97,6 +97,8 @@ class ThicknessPlot(ThemedCanvas):
         self.draw_idle()
 
     def _draw_etdrs(self, ax, table: SectorTable, scale_zx: tuple[float, float], layer: str) -> None:  # noqa: ANN001
+        if table.fovea is None:  # no centre, no grid
+            return
         sz, sx = scale_zx
         fovea_um = (table.fovea[0] * sz, table.fovea[1] * sx)
         outline = etdrs_outline().to_map(fovea_um, str(table.laterality), table.bscan_order)
@@ -124,15 +126,16 @@ class ThicknessPlot(ThemedCanvas):
         width = profile.size
         if circle:
             x = (np.arange(width) + 0.5) / width * 360.0
-            ax.set_xlabel("angle from temporal (°): T  S  N  I  T")
+            ax.set_xlabel("position on the circle (° from temporal)")
             ax.set_xlim(0, 360)
-            ax.set_xticks([0, 90, 180, 270, 360])
+            # the quadrant each tick points to, under its angle (scan order T-S-N-I-T, both eyes)
+            ax.set_xticks([0, 90, 180, 270, 360], ["0°\nT", "90°\nS", "180°\nN", "270°\nI", "360°\nT"])
         else:
             step = scale_x if scale_x else 1.0
             x = np.arange(width) * step
             ax.set_xlabel(f"position along the scan ({'µm' if scale_x else 'px'})")
         ax.plot(x, profile, color="#4c9be8", lw=1.2)
-        ax.set_ylabel(f"{layer} ({unit})")
+        ax.set_ylabel(f"{layer} thickness ({unit})")
         ax.grid(alpha=0.25, color=self.colors["text"])
         self.edge_labels = {}
         if circle and table.grid == "tsnit":

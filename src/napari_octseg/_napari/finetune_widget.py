@@ -17,13 +17,12 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from magicgui.types import FileDialogMode
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 
 from ..core.errors import InputError, OctsegError
-from ..core.volume import OctVolume
-from ..io.provenance import edit_record, edited_or_none
 from ..learning.finetune import (
     DEFAULT_EPOCHS,
     DEFAULT_FREEZE_ENCODER_EPOCHS,
@@ -32,34 +31,19 @@ from ..learning.finetune import (
     check_out_path,
     format_bscans,
     load_replay,
-    parse_bscans,
 )
 from ..models.device import DEVICE_CHOICES
 from ..models.library import default_model_name, library_dir, library_path, model_name
 from . import _common
+from ._bscan_picker import BscanPicker, corrected_bscans, full_width
 from ._common import Image, Labels, labels_layer_kwargs, short_name, unique_layer_name, volume_from_layer
 from ._dock import ScrollDock
 from ._loss_plot import LossPlot
-from ._model_panel import (
-    DEFAULT_CHOICE,
-    FILE_CHOICE,
-    checked_model_spec,
-    library_changed,
-    model_choices,
-    model_info_text,
-)
+from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelChooser, library_changed
 from ._runner import JobRunner
-from .quality_panel import CorrectionSuggestions
 from .segment_widget import AUTO_LABELS_KEY, SEGMENTATION_KEY
 
-
-def corrected_bscans(layer: Labels) -> list[int] | None:
-    """B-scans of ``layer`` edited since the automatic segmentation, or ``None`` if it kept no record.
-
-    The record (:mod:`napari_octseg.io.provenance`) is the segment widget's per-B-scan digests, kept
-    through the plugin's writer and reader, or, from other tools, a full copy of the automatic labels.
-    """
-    return edited_or_none(np.asarray(layer.data), layer.metadata.get(AUTO_LABELS_KEY))
+__all__ = ["DEFAULT_CHOICE", "FILE_CHOICE", "FinetuneWidget", "corrected_bscans"]
 
 
 def _segmented(layer: Any) -> bool:
@@ -83,26 +67,21 @@ class FinetuneWidget(ScrollDock):
             choices=self._labels_choices,
             tooltip="the Labels layer you corrected (default: the latest one Segment layers made); only read",
         )
-        self.bscans_edit = LineEdit(
-            label="B-scans", tooltip="0-based B-scan indices to learn from, e.g. 0, 5, 9 or 3-6"
+        self.picker = BscanPicker(viewer, lambda: self.image_combo.value, lambda: self.labels_combo.value)
+        self.bscans_edit, self.detected_label, self.suggestions = (
+            self.picker.edit,
+            self.picker.detected,
+            self.picker.suggestions,
         )
-        self.detected_label = Label(label="", value="")
-        self.suggestions = CorrectionSuggestions(viewer, lambda: self.labels_combo.value, self._use_suggestions)
-        self.detect_btn = PushButton(
-            text="Detect", tooltip="list the B-scans that differ from the automatic segmentation (corrected ones)"
-        )
-        self.current_btn = PushButton(text="Add shown", tooltip="add the B-scan shown in the viewer to the list")
-        self.base_combo = ComboBox(
+        self.base_model = ModelChooser(
             label="base model",
-            choices=lambda _w=None: model_choices(),
-            value=DEFAULT_CHOICE,
             tooltip="the model to start from: bundled, one from the model library, or a checkpoint file",
         )
-        self.base_file = FileEdit(
-            label="checkpoint", mode="r", filter="*.pt", visible=False, tooltip="a model checkpoint file (.pt)"
+        self.base_combo, self.base_file, self.base_info = (
+            self.base_model.choice,
+            self.base_model.checkpoint,
+            self.base_model.info,
         )
-        self.base_info = Label(label="", value=model_info_text(DEFAULT_CHOICE, None))
-        self.base_info.native.setWordWrap(True)
         self.epochs_spin = SpinBox(
             label="epochs", min=1, max=500, value=DEFAULT_EPOCHS, tooltip="passes over the corrected B-scans"
         )
@@ -116,7 +95,7 @@ class FinetuneWidget(ScrollDock):
         )
         self.replay_files = FileEdit(
             label="replay data",
-            mode="rm",
+            mode=FileDialogMode.EXISTING_FILES,
             filter="*.npz",
             tooltip="optional .npz files (images, labels) from the base model's training data, "
             "mixed in against forgetting",
@@ -166,13 +145,8 @@ class FinetuneWidget(ScrollDock):
             [
                 self.image_combo,
                 self.labels_combo,
-                self.bscans_edit,
-                self.detected_label,
-                Container(widgets=[self.detect_btn, self.current_btn], layout="horizontal", labels=False),
-                self.suggestions,
-                self.base_combo,
-                self.base_file,
-                self.base_info,
+                self.picker.list_row,
+                *self.base_model.widgets,
                 self.epochs_spin,
                 self.lr_edit,
                 self.freeze_spin,
@@ -183,26 +157,24 @@ class FinetuneWidget(ScrollDock):
                 self.library_label,
                 self.run_btn,
                 *self.runner.widgets(),
-                self.keep_check,
-                self.segment_btn,
             ]
         )
-        self.content_layout().insertWidget(self.index(self.keep_check), self.loss_plot)
+        # Rows of buttons and long lines span the dock's width (no empty label column beside them), so the
+        # dock is no wider than the others.
+        self.content_layout().insertWidget(self.index(self.base_combo), self.picker.block.native)
+        self.content_layout().addWidget(self.loss_plot)
+        self._finishing = full_width(self.keep_check, self.segment_btn)
+        self.content_layout().addWidget(self._finishing.native)
 
-        self.labels_combo.changed.connect(self.detect_corrected)
+        self.labels_combo.changed.connect(self.picker.detect)
         self.image_combo.changed.connect(self._suggest_name)
-        self.detect_btn.changed.connect(self.detect_corrected)
-        self.current_btn.changed.connect(self.add_current_bscan)
-        self.base_combo.changed.connect(self._base_changed)
-        self.base_file.changed.connect(self._base_changed)
         self.run_btn.changed.connect(self.run)
         self.segment_btn.changed.connect(self.segment_rest)
-        library_changed.connect(self._base_changed)
         viewer.layers.events.inserted.connect(self._layer_inserted)
         viewer.layers.events.removed.connect(self._layers_changed)
         self._select_segmented()
         self._suggest_name()
-        self.detect_corrected()
+        self.picker.detect()
         self.compact()
 
     @property
@@ -243,48 +215,14 @@ class FinetuneWidget(ScrollDock):
             self.name_edit.value = self._suggested
         self.library_label.value = str(library_dir())
 
-    def _base_changed(self, _value: Any = None) -> None:
-        try:
-            self.base_combo.reset_choices()
-            self.base_file.visible = self.base_combo.value == FILE_CHOICE
-            self.base_info.value = model_info_text(self.base_combo.value, self.base_file.value)
-        except RuntimeError:  # the dock was closed and its Qt widgets deleted: stop listening
-            library_changed.disconnect(self._base_changed)
-
     # ------------------------------------------------------------------ which B-scans
     def detect_corrected(self, _value: Any = None) -> list[int]:
         """Fill the B-scan list with the B-scans that differ from the layer's automatic result."""
-        layer = self.labels_combo.value
-        if layer is None:
-            self.detected_label.value = "no Labels layer"
-            return []
-        found = corrected_bscans(layer)
-        if found is None:
-            self.detected_label.value = "no automatic result stored: type the B-scans"
-            return []
-        self.detected_label.value = f"corrected: {format_bscans(found) or 'none yet'}"
-        if found:
-            self.bscans_edit.value = format_bscans(found)
-        return found
-
-    def _use_suggestions(self, indices: list[int]) -> None:
-        """Put the B-scans proposed for correction in the list (the user corrects them, then fine-tunes)."""
-        self.bscans_edit.value = format_bscans(sorted(indices))
+        return self.picker.detect()
 
     def add_current_bscan(self, _value: Any = None) -> None:
         """Add the B-scan shown in the viewer to the list."""
-        layer = self.image_combo.value
-        if layer is None or layer.ndim < 3:
-            self.bscans_edit.value = self.bscans_edit.value or "0"
-            return
-        n = layer.data.shape[-3]
-        index = min(n - 1, max(0, int(round(layer.world_to_data(self.viewer.dims.point)[-3]))))
-        try:
-            current = parse_bscans(self.bscans_edit.value, n)
-        except OctsegError as exc:
-            _common.report_error(exc)
-            return
-        self.bscans_edit.value = format_bscans([*current, index])
+        self.picker.add_current()
 
     # ------------------------------------------------------------------ fine-tuning
     def _inputs(self) -> dict[str, Any]:
@@ -297,9 +235,7 @@ class FinetuneWidget(ScrollDock):
         data = np.asarray(labels.data)
         if data.ndim == 2:
             data = data[None]
-        if not self.bscans_edit.value.strip():
-            self.detect_corrected()
-        bscans = parse_bscans(self.bscans_edit.value, volume.n_bscans)
+        bscans = self.picker.picked(volume.n_bscans)
         if not bscans:
             raise InputError("no B-scans to learn from: correct some, or type their indices")
         try:
@@ -308,7 +244,7 @@ class FinetuneWidget(ScrollDock):
             raise InputError(f"learning rate {self.lr_edit.value!r} is not a number") from None
         if not lr > 0:
             raise InputError("learning rate must be positive")
-        base_spec = checked_model_spec(self.base_combo.value, self.base_file.value)
+        base_spec = self.base_model.spec()
         name = model_name(self.name_edit.value or default_model_name(short_name(image.name)))
         out = library_path(name)
         if out.exists():
@@ -317,7 +253,9 @@ class FinetuneWidget(ScrollDock):
             )
         base = load_model(base_spec, device="cpu")
         out = check_out_path(out, base, overwrite=False)
-        paths = [p for p in (self.replay_files.value or ()) if str(p) not in ("", ".")]
+        chosen = self.replay_files.value
+        files = chosen if isinstance(chosen, tuple) else (chosen,) if chosen is not None else ()
+        paths = [p for p in files if str(p) not in ("", ".")]
         replay = load_replay(paths) if paths else None
         source = {"image_layer": image.name, "labels_layer": labels.name, "image_source": volume.meta.get("source")}
         return dict(
@@ -394,7 +332,7 @@ class FinetuneWidget(ScrollDock):
     # ------------------------------------------------------------------ re-segmentation
     def segment_rest(self, _value: Any = None) -> None:
         """Segment the B-scans not learned from (or all) with the new model into a new Labels layer."""
-        from ..inference import segment
+        from ..learning.resegment import bscans_to_segment, segment_rest
 
         image, labels = self.image_combo.value, self.labels_combo.value
         if self.new_model is None or image is None or self.runner.running:
@@ -405,38 +343,30 @@ class FinetuneWidget(ScrollDock):
             _common.report_error(exc)
             return
         keep = bool(self.keep_check.value) and labels is not None and np.size(labels.data) == np.prod(volume.shape)
-        rest = [i for i in range(volume.n_bscans) if not (keep and i in self.used_bscans)]
+        rest = bscans_to_segment(volume.n_bscans, self.used_bscans, keep)
         if not rest:
             show_info("every B-scan was learned from; nothing left to segment")
             return
-        sub = OctVolume(data=volume.data[rest], scale_um=volume.scale_um, reflectivity=volume.reflectivity)
-        base = (
-            np.array(labels.data, dtype=np.uint8, copy=True).reshape(volume.shape)
-            if keep
-            else np.zeros(volume.shape, np.uint8)
-        )
         ref = labels if keep else image
         scale, translate, units, ndim = tuple(ref.scale), tuple(ref.translate), tuple(ref.units), ref.ndim
-        kept = [i for i in range(volume.n_bscans) if i not in rest]
+        corrected = np.asarray(labels.data) if keep else None
+        model, checkpoint = self.new_model, self.new_checkpoint
 
         def on_done(result: Any) -> str:
-            base[rest] = result.labels
             name = unique_layer_name(self.viewer, f"{image.name} labels (fine-tuned)")
-            meta = {
-                AUTO_LABELS_KEY: edit_record(base),
-                "octseg_model": str(self.new_checkpoint),
-                "octseg_kept_bscans": kept,
-            }
-            kwargs = labels_layer_kwargs(name, self.new_model.class_names, scale, meta)
+            meta = {AUTO_LABELS_KEY: result.record, "octseg_model": str(checkpoint), "octseg_kept_bscans": result.kept}
+            kwargs = labels_layer_kwargs(name, model.class_names, scale, meta)
             kwargs["translate"] = translate
             kwargs["units"] = units
-            self.viewer.add_labels(base if ndim == 3 else base[0], **kwargs)
+            self.viewer.add_labels(result.labels if ndim == 3 else result.labels[0], **kwargs)
             return f"added layer {name!r}"
 
         self.segment_btn.enabled = False
         cancel = self.runner.cancel_requested
         self.runner.start(
-            partial(segment, sub, self.new_model, device=self.device_combo.value, cancel=cancel),
+            partial(
+                segment_rest, volume, model, corrected, self.used_bscans, device=self.device_combo.value, cancel=cancel
+            ),
             busy=f"segmenting {len(rest)} B-scan(s) with the new model...",
             on_return=on_done,
             on_finish=self._on_finish,

@@ -12,6 +12,9 @@ WIDGET = "Segment layers"
 
 def open_viewer(layers: list, dock_widget: bool = True, run: bool = True) -> napari.Viewer:
     """Show ``layers`` (napari layer data tuples) in a new viewer with µm scale bar and the segment dock."""
+    from .reader_choice import prefer_plugin_for_own_files
+
+    prefer_plugin_for_own_files()
     viewer = napari.Viewer(title="napari-octseg")
     for data, kwargs, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)

@@ -2,9 +2,11 @@
 
 Our labels files (``<stem>.labels.tif`` + sidecar, from ``octseg segment`` or the plugin's writer)
 open as a **Labels** layer at their µm scale, with class names, and the edit record in the layer
-metadata where the Fine-tune dock looks for it. Files of a claimed extension that are plainly not
-OCT (an RGB photo, a table in ``.npy``, an XML that is no HEYEX export...) are declined at once
-(:func:`napari_octseg.io.sniff.looks_like_oct`), so napari's own reader can open them.
+metadata where the Fine-tune dock looks for it. Which file names napari hands to this reader at all
+(device formats, ``*.labels.tif``, ``*.oct.tif``; not plain ``.tif``/``.npy``) is set in the manifest:
+see :mod:`napari_octseg._napari.reader_choice`. Files that are plainly not OCT (an XML that is no
+HEYEX export, a ``.mat`` without ``images``...) are declined at once
+(:func:`napari_octseg.io.sniff.looks_like_oct`) and give ``None``.
 
 Linear reflectivity (HEYEX ``.vol``) is converted to display grey values (``x ** 0.25``) before it
 becomes layer data, and the layer's metadata then says ``reflectivity='display'``: what the user sees
@@ -20,13 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from ..core.classes import CLASS_NAMES
 from ..core.errors import OctsegError
+from ..core.surface_paths import finite_runs
 from ..core.volume import OctVolume
 from ..io import SUPPORTED_EXTENSIONS, read
 from ..io.labels import LabelsFile, is_labels_file, read_labels_file
 from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY
 from ..io.sniff import looks_like_oct
 from ._common import image_layer_kwargs, labels_layer_kwargs
+from .boundary_layer import LINE_WIDTH_PX, boundary_layer_name, boundary_shapes
 
 #: Layer-metadata key of a labels file's whole sidecar (the writer carries it over on save).
 LABELS_FILE_KEY = "octseg_labels_file"
@@ -59,7 +64,7 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | 
     try:
         for p, kind in zip(paths, kinds):
             if kind == "labels":
-                layers.append(labels_file_layer(read_labels_file(p), Path(p)))
+                layers.extend(labels_file_layers(read_labels_file(p), Path(p)))
             else:
                 layers.extend(volume_layers(read(p), Path(p).name or str(p)))
     except OctsegError as exc:  # OctReadError, or LabelError for a file's bad annotations
@@ -99,6 +104,29 @@ def volume_layers(volume: OctVolume, name: str) -> list[LayerData]:
             f"{name} ground truth", scale=volume.scale_um, metadata={"source": volume.meta.get("source")}
         )
         out.append((volume.labels, with_units(kwargs, volume), "labels"))
+    return out
+
+
+def labels_file_layers(found: LabelsFile, path: Path) -> list[LayerData]:
+    """The Labels layer of a labels file and, for the 10-class scheme, its boundary lines (Shapes).
+
+    The boundary layer is named after the scan the labels belong to (``boundaries · <scan file>``, as
+    the Segment dock names it), else after the labels.
+    """
+    labels = labels_file_layer(found, path)
+    out = [labels]
+    if tuple(found.class_names) == CLASS_NAMES:
+        kwargs = labels[1]
+        base = kwargs["metadata"][SEGMENTATION_KEY].get("image_layer") or kwargs["name"]
+        lines = boundary_shapes(
+            found.labels,
+            boundary_layer_name(base),
+            scale=kwargs.get("scale"),
+            units=kwargs.get("units"),
+            labels_name=kwargs["name"],
+        )
+        if lines is not None:
+            out.append(lines)
     return out
 
 
@@ -157,7 +185,7 @@ def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
     for line_name, heights in volume.layers.items():
         color = _LINE_COLORS.get(line_name) or next(extra, "#ffffff")
         for k, row in enumerate(np.asarray(heights, dtype=np.float32)):
-            for start, stop in _finite_runs(row):
+            for start, stop in finite_runs(row):
                 cols = np.arange(start, stop, dtype=np.float32)
                 if cols.size < 2:
                     continue
@@ -166,12 +194,11 @@ def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
                 names.append(line_name)
     if not paths:
         return None
-    scale_y = volume.scale_um[1] if volume.scale_um else 1.0
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "path",
         "edge_color": colors,
-        "edge_width": 1.5 * scale_y,
+        "edge_width": LINE_WIDTH_PX,  # B-scan pixels: the layer's scale stretches it
         "features": {"line": names},
         "opacity": 0.9,
         "metadata": {"source": volume.meta.get("source"), "lines": sorted(volume.layers)},
@@ -179,10 +206,3 @@ def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
     if volume.scale_um:
         kwargs["scale"] = tuple(volume.scale_um)
     return (paths, with_units(kwargs, volume), "shapes")
-
-
-def _finite_runs(row: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) index ranges of consecutive finite values in ``row``."""
-    finite = np.concatenate([[False], np.isfinite(row), [False]])
-    edges = np.flatnonzero(np.diff(finite.astype(np.int8)))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))

@@ -22,6 +22,7 @@ import napari
 from magicgui.widgets import CheckBox, ComboBox, LineEdit
 from napari.utils.notifications import show_warning
 
+from ..core.classes import CLASS_NAMES
 from ..core.intensity import REFLECTIVITY_CHOICES
 from ..core.progress import Progress
 from ..grid import parse_scale
@@ -34,7 +35,9 @@ from ..models.registry import load_model
 from ._common import Image, labels_layer_kwargs, unique_layer_name, volume_from_layer
 from ._legend import ClassLegend
 from ._model_panel import DEFAULT_CHOICE, FILE_CHOICE, ModelJobWidget
+from .boundary_layer import add_boundary_layer
 from .quality_panel import QUALITY_KEY, QualityPanel
+from .reader_choice import prefer_plugin_for_own_files
 
 __all__ = ["AUTO_LABELS_KEY", "DEFAULT_CHOICE", "FILE_CHOICE", "QUALITY_KEY", "SEGMENTATION_KEY", "SegmentWidget"]
 
@@ -77,6 +80,7 @@ class SegmentWidget(ModelJobWidget):
     busy = "segmenting"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        prefer_plugin_for_own_files()  # *.labels.tif reopens through this plugin, without napari's dialog
         self.scale_um = LineEdit(
             label="scale (µm)",
             value="",
@@ -95,13 +99,20 @@ class SegmentWidget(ModelJobWidget):
             value=False,
             tooltip="per-pixel uncertainty (1 - margin of the two likeliest classes) as an Image layer",
         )
+        self.boundaries_check = CheckBox(
+            text="add boundary lines",
+            value=True,
+            tooltip="the 8 boundary surfaces (ILM ... BM, as 'octseg thickness --surfaces' writes them) as a "
+            "Shapes layer of lines on each B-scan, each in the colour of the layer below it (BM violet); "
+            "the lines show the labels as segmented, not later brush edits",
+        )
         self.quality_panel = QualityPanel(viewer)
         #: Class names and colours of the Labels layers this dock makes; its position is the end of the
         #: dock, so rows added later (options above the run button, results below) keep the legend last.
         self.legend = ClassLegend()
         super().__init__(
             viewer,
-            options=[self.scale_um, self.reflectivity, self.uncertainty_check],
+            options=[self.scale_um, self.reflectivity, self.uncertainty_check, self.boundaries_check],
             results=[self.quality_panel, self.legend],
             batch_size=4,
         )
@@ -109,13 +120,16 @@ class SegmentWidget(ModelJobWidget):
     def _check_options(self) -> None:
         parse_scale(self.scale_um.value, "scale")
 
-    def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
+    def _job(
+        self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]
+    ) -> Callable[[], Generator[Any, None, Any]]:
+        batch_size = self.batch_size.value if self.batch_size is not None else 4
         return partial(
             _segmentation_job,
             layer,
             model_spec,
             self.device.value,
-            int(self.batch_size.value),
+            int(batch_size),
             cancel,
             parse_scale(self.scale_um.value, "scale"),
             self.reflectivity.value,
@@ -130,6 +144,9 @@ class SegmentWidget(ModelJobWidget):
         image, _, result = payload
         if self.uncertainty_check.value and result.uncertainty is not None:
             self.add_uncertainty_layer(image, result)
+        if self.boundaries_check.value and tuple(result.class_names) == CLASS_NAMES:
+            add_boundary_layer(self._viewer, layer, base=image.name)
+            self._viewer.layers.selection.active = layer  # the brush and the docks work on the labels
         if result.quality is not None:
             self.quality_panel.show_quality(result.quality.summary(), layer)
         return str(self.status.value)

@@ -24,8 +24,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, Table
 from napari.layers import Points
 from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QSizePolicy
 
 from ..core.errors import InputError, LabelError, OctsegError
+from ..core.etdrs import MIN_COVERAGE, SectorTable
 from ..core.thickness import THICKNESS_LAYERS, TOTAL_RETINA, ThicknessReport, analyse, export_csv
 from ..io._sidecar import scan_date
 from ..io.provenance import SEGMENTATION_KEY, scan_identity
@@ -38,6 +40,16 @@ from ._thickness_plot import ThicknessPlot
 AUTO_FOVEA = "auto (thinnest inner retina)"
 FROM_IMAGE = "from image"
 _NO_IMAGE = "(none)"
+#: Full names of the TSNIT (Garway-Heath) sectors, shown as the table rows' tooltips.
+SECTOR_NAMES = {
+    "G": "global: the whole circle",
+    "T": "temporal",
+    "TS": "temporal-superior",
+    "NS": "nasal-superior",
+    "N": "nasal",
+    "NI": "nasal-inferior",
+    "TI": "temporal-inferior",
+}
 
 
 class ThicknessWidget(ScrollDock):
@@ -49,7 +61,7 @@ class ThicknessWidget(ScrollDock):
             label="labels", choices=self._labels_choices, tooltip="the Labels layer to measure (only read)"
         )
         self.image = ComboBox(
-            label="image (scale, eye)",
+            label="image",
             choices=self._image_choices,
             tooltip="the image the labels belong to: gives the µm scale, the eye and the scan pattern",
         )
@@ -78,7 +90,10 @@ class ThicknessWidget(ScrollDock):
             self.runner.status,
         )
         self.plot = ThicknessPlot()
-        self.table = Table(tooltip="mean thickness, volume, A-scans and coverage of each sector of the shown layer")
+        self.table = Table(
+            tooltip="each sector of the shown layer: mean thickness, volume (volumes only), A-scans measured "
+            "and the share of the sector measured"
+        )
         self.note = Label(value="")
         self.export_button = PushButton(
             text="Export CSV...", enabled=False, tooltip="write the per-A-scan CSV and the sector CSV beside it"
@@ -100,6 +115,9 @@ class ThicknessWidget(ScrollDock):
         self.content_layout().insertWidget(self.index(self.table), self.plot)
         self.table.native.setMinimumHeight(200)
         self.note.native.setWordWrap(True)
+        # long lines wrap to the dock's width instead of widening the dock (and hiding Cancel and the plot's edge)
+        for label in (self.note, self.status):
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.report: ThicknessReport | None = None
         self._source: dict[str, Any] = {}
         self.run_button.changed.connect(self.start)
@@ -163,7 +181,8 @@ class ThicknessWidget(ScrollDock):
             scale, lat = volume.scale_um, volume.laterality
             pattern = volume.scan_pattern if volume.scan_pattern != "unknown" else pattern
         elif not np.allclose(labels_layer.scale, 1.0):
-            scale = tuple(float(s) for s in ([1.0] + list(labels_layer.scale))[-3:])
+            z, y, x = (float(s) for s in ([1.0] + list(labels_layer.scale))[-3:])
+            scale = (z, y, x)
         seg = labels_layer.metadata.get(SEGMENTATION_KEY) or {}
         lat = lat or seg.get("laterality")
         if self.laterality.value != FROM_IMAGE:
@@ -226,7 +245,15 @@ class ThicknessWidget(ScrollDock):
         except OctsegError as exc:
             _common.report_error(exc)
             return
-        job = partial(analyse, src["labels"], src["scale"], src["laterality"], src["pattern"], fovea=src["fovea"])
+        job = partial(
+            analyse,
+            src["labels"],
+            src["scale"],
+            src["laterality"],
+            src["pattern"],
+            fovea=src["fovea"],
+            cancel=self.runner.cancel_requested,
+        )
         self.runner.start(
             job,
             busy=f"measuring {src['name']}...",
@@ -271,27 +298,43 @@ class ThicknessWidget(ScrollDock):
             self.plot.show_profile(data, scale[1] if scale else None, unit, name, table, circle=circle)
         else:
             self.plot.show_map(data, self._map_scale(), unit, name, table)
-        self._fill_table(name, unit)
+        self._fill_table(table, name, unit)
         fluid = th.fluid_volume_mm3()
         fluid_text = f"; fluid in the scan {fluid:.4f} mm³" if np.isfinite(fluid) else ""
-        self.note.value = (table.note or table.grid) + fluid_text
+        self.note.value = (table.note or table.grid) + fluid_text + self._table_key(name)
 
-    def _fill_table(self, name: str, unit: str) -> None:
+    def _table_key(self, name: str) -> str:
+        """What a reader of the table needs to know: sector names of a circle scan, why a mean is missing."""
+        table = self.report.sectors if self.report else None
+        if table is None:
+            return ""
+        text = ". G = the whole circle" if table.grid == "tsnit" else ""
+        if any(not np.isfinite(r.mean) for r in table.rows if r.layer == name):
+            text += f". A dash: under {MIN_COVERAGE:.0%} of the sector was measured, so no mean"
+        return text
+
+    def _fill_table(self, table: SectorTable, name: str, unit: str) -> None:
         from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate, QTableWidgetItem
 
         def fmt(v: float, spec: str) -> str:
             return format(v, spec) if np.isfinite(v) else "–"
 
-        rows = [r for r in self.report.sectors.rows if r.layer == name]
+        rows = [r for r in table.rows if r.layer == name]
+        # a circle or a line has no sector volume: no column of dashes
+        with_volume = any(np.isfinite(r.volume_mm3) for r in rows)
+        header = ["sector", unit, *(["mm³"] if with_volume else []), "A-scans", "measured"]  # unit: mean thickness
         qt = self.table.native
         qt.clear()
-        qt.setColumnCount(5)
+        qt.setColumnCount(len(header))
         qt.setRowCount(len(rows))
-        qt.setHorizontalHeaderLabels(["sector", unit, "mm³", "A-scans", "cover"])  # unit = mean thickness
+        qt.setHorizontalHeaderLabels(header)
         for i, r in enumerate(rows):
-            cells = (r.sector, fmt(r.mean, ".1f"), fmt(r.volume_mm3, ".4f"), str(r.n_ascans), f"{r.coverage:.0%}")
+            volume = [fmt(r.volume_mm3, ".4f")] if with_volume else []
+            cells = (r.sector, fmt(r.mean, ".1f"), *volume, str(r.n_ascans), f"{r.coverage:.0%}")
             for j, text in enumerate(cells):
-                qt.setItem(i, j, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                item.setToolTip(SECTOR_NAMES.get(r.sector, r.sector))
+                qt.setItem(i, j, item)
         qt.setItemDelegate(QStyledItemDelegate(qt))  # show our text as is (magicgui reformats numbers)
         qt.verticalHeader().setVisible(False)
         qt.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # fit the dock, no scrolling

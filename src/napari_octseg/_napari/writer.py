@@ -23,6 +23,7 @@ from ..io._sidecar import kind_of, sidecar_path, source_record
 from ..io.labels import write_labels_file
 from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY
 from .reader import LABELS_FILE_KEY
+from .reader_choice import prefer_plugin_for_own_files
 
 _MICRONS = ("µm", "um", "micron", "micrometer", "micrometre")
 
@@ -116,4 +117,5 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
         force=True,  # napari's save dialog has already asked before replacing the file
         layer_name=attributes.get("name"),
     )
+    prefer_plugin_for_own_files()  # so that File > Open gives the file back to this plugin, no dialog
     return [str(p) for p in written]

@@ -30,6 +30,7 @@ from ..batch import (
 )
 from ..core.atomic import refuse_output_is_input
 from ..core.errors import InputError, OctsegError, one_line_message
+from ._common import output_stem
 
 V = TypeVar("V")
 
@@ -79,7 +80,7 @@ class BatchSpec(Generic[V]):
     process: Callable[[Path, V, tuple[Path, ...], dict, bool], Outcome]
     model: dict | None = None
     options: dict = field(default_factory=dict)
-    stem: Callable[[Path], str] = field(default=lambda p: p.name if p.is_dir() else p.stem)
+    stem: Callable[[Path], str] = field(default=output_stem)
 
 
 @dataclass

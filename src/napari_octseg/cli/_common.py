@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.atomic import check_writable, refuse_output_is_input
 from ..core.errors import InputError, OctsegError
+from ..io._sidecar import OCT_CONTAINER_SUFFIXES
 
 if TYPE_CHECKING:
     from ..core.volume import OctVolume
@@ -108,18 +108,13 @@ def add_force_quiet(
 
 
 def output_stem(path: Path) -> str:
-    """The name outputs of ``path`` are called after: a folder's name (e.g. a DICOM series), else the stem."""
-    return path.name if path.is_dir() else path.stem
-
-
-def output_paths(path: Path, out_dir: Path, suffixes: Sequence[str], force: bool) -> tuple[Path, ...]:
-    """``out_dir/<stem><suffix>`` for each suffix; raise if one exists and not ``force``."""
-    stem = output_stem(path)
-    targets = tuple(out_dir / f"{stem}{suffix}" for suffix in suffixes)
-    refuse_output_is_input(targets, [path])
-    for target in targets:
-        check_writable(target, force)
-    return targets
+    """The name outputs of ``path`` are called after: a folder's name (e.g. a DICOM series), else the stem
+    (without ``.oct`` for an OCT stack named ``S01.oct.tif``)."""
+    if path.is_dir():
+        return path.name
+    if path.name.lower().endswith(OCT_CONTAINER_SUFFIXES):
+        return path.name[: -len(path.suffix) - len(".oct")]
+    return path.stem
 
 
 def load_for_run(args: argparse.Namespace) -> LoadedModel:

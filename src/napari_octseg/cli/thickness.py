@@ -148,8 +148,10 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     described = image if image is not None else source
     # the source record of the sidecar; sidecars written before it kept the eye and pattern at the top level
     recorded = info.get("source") or {k: info.get(k) for k in ("laterality", "scan_pattern") if info.get(k)}
+    scale: tuple[float, float, float] | None
     if args.scale is not None:
-        scale = _floats(args.scale, 3, "--scale")
+        z, y, x = _floats(args.scale, 3, "--scale")
+        scale = (z, y, x)
         if not all(0 < v <= MAX_SCALE_UM for v in scale):
             raise InputError(
                 f"--scale must be three spacings in µm, each above 0 and at most {MAX_SCALE_UM:g}; got {args.scale!r}"
@@ -160,6 +162,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         scale = file_scale
     laterality = args.laterality or (described.laterality if described is not None else recorded.get("laterality"))
     default_pattern = "volume" if labels.shape[0] > 1 else "line"
+    pattern: str
     if described is not None:
         pattern = described.scan_pattern
     else:
@@ -222,7 +225,10 @@ def run(args: argparse.Namespace) -> int:
     refuse_output_is_input(targets, [Path(args.input), args.image, _sidecar_path(Path(args.input))])
     for target in targets:  # fail before the (possibly long) measurement
         check_writable(target, args.force)
-    fovea = _floats(args.fovea, 2, "--fovea") if args.fovea is not None else None
+    fovea: tuple[float, float] | None = None
+    if args.fovea is not None:
+        row, column = _floats(args.fovea, 2, "--fovea")
+        fovea = (row, column)
     found = load_inputs(args)
     labels, scale, laterality, pattern = found.labels, found.scale, found.laterality, found.pattern
     if args.etdrs is not None:

@@ -37,6 +37,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from .classes import BOUNDARY_NAMES, FLUID_CLASS, N_CLASSES
 from .errors import LabelError
@@ -97,13 +98,13 @@ def validate_labels(labels: np.ndarray) -> np.ndarray:
     return arr.astype(np.uint8, copy=False)
 
 
-def _despeckle_depth(a: np.ndarray) -> np.ndarray:
+def _despeckle_depth(a: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Give every pixel whose two vertical neighbours agree with each other (and not with it) their
     class, uint8 (c, H, W). Pixels at the top and bottom rows are kept."""
     up = a[:, :-2]
     down = a[:, 2:]
     mid = a[:, 1:-1]
-    out = a.copy()
+    out = np.copy(a)
     np.copyto(out[:, 1:-1], up, where=(up == down) & (mid != up))
     return out
 
@@ -237,6 +238,6 @@ def labels_from_boundaries(bounds: np.ndarray, depth: int) -> np.ndarray:
     out = np.zeros((b.shape[1], depth, b.shape[2]), np.uint8)
     for k in range(b.shape[0]):
         out += (rows >= np.where(np.isnan(b[k]), np.inf, b[k])[:, None, :]).astype(np.uint8)
-    missing = np.isnan(b).any(axis=0)  # (n, W)
+    missing = np.asarray(np.isnan(b).any(axis=0))  # (n, W)
     out[np.broadcast_to(missing[:, None, :], out.shape)] = 0
     return out

@@ -29,10 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
+from .fovea import find_fovea
 
 ETDRS_SECTORS: tuple[str, ...] = ("C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2")
 ETDRS_RADII_UM: tuple[float, float, float] = (500.0, 1500.0, 3000.0)
 TSNIT_SECTORS: tuple[str, ...] = ("T", "TS", "NS", "N", "NI", "TI")
+#: Fraction of a sector that must be measured for its mean to be given (else NaN, shown as "–").
+MIN_COVERAGE = 0.95
 #: TSNIT sector edges in degrees from the temporal meridian, in scan order (T wraps around 0).
 TSNIT_EDGES_DEG: tuple[float, ...] = (45.0, 85.0, 125.0, 235.0, 275.0, 315.0)
 SECTOR_DESCRIPTIONS: dict[str, str] = {
@@ -111,63 +114,6 @@ class SectorTable:
             if row.layer == layer and row.sector == sector:
                 return row
         raise KeyError((layer, sector))
-
-
-def _nan_smooth(values: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
-    """Gaussian smoothing that ignores NaN (normalised convolution), float64 (n, W)."""
-    from scipy.ndimage import gaussian_filter
-
-    valid = np.isfinite(values)
-    filled = np.where(valid, values, 0.0)
-    num = gaussian_filter(filled, sigma, mode="nearest")
-    den = gaussian_filter(valid.astype(np.float64), sigma, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = num / den
-    out[~valid] = np.nan
-    return out
-
-
-def find_fovea(
-    inner_thickness: np.ndarray,
-    scale_um: tuple[float, float, float],
-    search_radius_um: float = 1500.0,
-    smooth_um: float = 100.0,
-) -> tuple[float, float]:
-    """Locate the fovea as the thinnest inner retina near the centre of the scan.
-
-    Parameters
-    ----------
-    inner_thickness
-        (n_bscans, width) inner retinal thickness (e.g. ILM to OPL/ONL), any unit, NaN = unknown.
-    scale_um
-        (z, y, x) pixel spacing in µm; z (B-scan spacing) and x (A-scan spacing) place the A-scans.
-    search_radius_um
-        Only A-scans within this distance of the scan centre are candidates (the fixation target is
-        at the centre; this keeps the thin disc margin or a scan edge from winning).
-    smooth_um
-        Gaussian smoothing (sigma, µm) applied first, so one noisy A-scan cannot win.
-
-    Returns
-    -------
-    tuple of float
-        (B-scan, A-scan) index of the fovea.
-
-    Raises
-    ------
-    InputError
-        No measurable inner retina near the centre.
-    """
-    t = np.asarray(inner_thickness, dtype=np.float64)
-    n, width = t.shape
-    sz, sx = float(scale_um[0]), float(scale_um[2])
-    smooth = _nan_smooth(t, (smooth_um / sz, smooth_um / sx))
-    dz = (np.arange(n) - (n - 1) / 2.0)[:, None] * sz
-    dx = (np.arange(width) - (width - 1) / 2.0)[None, :] * sx
-    candidates = np.where(np.hypot(dz, dx) <= search_radius_um, smooth, np.nan)
-    if not np.isfinite(candidates).any():
-        raise InputError("cannot find the fovea: no measurable retina near the centre of the scan; set it by hand")
-    i, j = np.unravel_index(int(np.nanargmin(candidates)), candidates.shape)
-    return float(i), float(j)
 
 
 def _directions(laterality: str, bscan_order: str) -> tuple[float, float]:
@@ -264,7 +210,7 @@ def etdrs_table(
     scale_um: tuple[float, float, float],
     laterality: str,
     fovea: tuple[float, float],
-    min_coverage: float = 0.95,
+    min_coverage: float = MIN_COVERAGE,
     bscan_order: str = "inferior_to_superior",
 ) -> SectorTable:
     """ETDRS statistics of every thickness map.
@@ -330,7 +276,7 @@ def tsnit_sector_map(width: int) -> np.ndarray:
     return np.where(idx == len(TSNIT_EDGES_DEG), 0, idx).astype(np.int8)  # past 315 deg: T again
 
 
-def tsnit_table(maps: dict[str, np.ndarray], unit: str, min_coverage: float = 0.95) -> SectorTable:
+def tsnit_table(maps: dict[str, np.ndarray], unit: str, min_coverage: float = MIN_COVERAGE) -> SectorTable:
     """Peripapillary (TSNIT) statistics of circle-scan thickness maps (n_circles, width).
 
     Mean per sector over all circles; volume is not defined for a circle (NaN). A sector with fewer
@@ -385,7 +331,7 @@ def sector_table(
     laterality: str | None,
     inner_thickness: np.ndarray | None = None,
     fovea: tuple[float, float] | None = None,
-    min_coverage: float = 0.95,
+    min_coverage: float = MIN_COVERAGE,
     bscan_order: str = "inferior_to_superior",
 ) -> SectorTable:
     """The grid that suits the scan: ETDRS for a volume, TSNIT for a circle, none for a line.

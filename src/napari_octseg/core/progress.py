@@ -3,6 +3,12 @@
 Long work (segmentation, Grad-CAM, training) is a generator that yields :class:`Progress` (or a richer
 event) and *returns* its result; the napari widgets run it in a ``thread_worker``, scripts and the CLI
 drain it with :func:`run_generator`.
+
+Cancelling follows one protocol everywhere: long work takes ``cancel=`` (a :data:`CancelCheck`, a callable
+returning ``True`` once the user asked to stop), polls it between units of work with :func:`check_cancel`
+and raises :class:`~napari_octseg.core.errors.Cancelled`, so that nothing half-done is returned. The docks
+pass their Cancel button's state, a thread passes ``event.is_set``; the CLI stops on Ctrl-C
+(``KeyboardInterrupt``) instead.
 """
 
 from __future__ import annotations
@@ -11,7 +17,19 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .errors import Cancelled
+
 R = TypeVar("R")
+Y = TypeVar("Y")
+
+#: ``cancel=`` of every long-running function: returns ``True`` once the work should stop.
+CancelCheck = Callable[[], bool]
+
+
+def check_cancel(cancel: CancelCheck | None, message: str) -> None:
+    """Raise :class:`Cancelled` with ``message`` when ``cancel`` is given and returns ``True``."""
+    if cancel is not None and cancel():
+        raise Cancelled(message)
 
 
 @dataclass
@@ -22,6 +40,28 @@ class Progress:
     total: int
     stage: str = ""
     info: dict[str, Any] | None = None
+
+
+def cancellable(gen: Generator[Y, Any, R], cancel: CancelCheck | None, message: str) -> Generator[Y, None, R]:
+    """``gen``'s events and result, stopped with :class:`Cancelled` before its next step once ``cancel()`` is True.
+
+    For work whose own steps do not poll ``cancel`` (or poll it rarely): the check runs before the first step and
+    after every event, and ``gen`` is closed (its ``finally`` blocks run) when it is stopped.
+    """
+    result: list[R] = []
+
+    def relay() -> Generator[Y, Any, None]:
+        result.append((yield from gen))
+
+    steps = relay()
+    try:
+        check_cancel(cancel, message)
+        for event in steps:
+            yield event
+            check_cancel(cancel, message)
+    finally:
+        steps.close()
+    return result[0]
 
 
 def run_generator(
@@ -37,13 +77,15 @@ def run_generator(
     on_event
         Called with every yielded event (e.g. to advance a tqdm bar).
     """
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+    result: list[R] = []
+
+    def relay() -> Generator[Any, Any, None]:
+        result.append((yield from gen))
+
+    for event in relay():
         if on_event is not None:
             on_event(event)
+    return result[0]
 
 
 def tqdm_drain(gen: Generator[Any, Any, R], desc: str, unit: str = "B-scan", disable: bool = False) -> R:

@@ -30,7 +30,7 @@ def _meminfo_available() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     with contextlib.suppress(Exception):
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         return int(psutil.virtual_memory().available)
     return None

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from .atomic import atomic_path, check_writable
 from .classes import BOUNDARY_NAMES
@@ -106,9 +107,11 @@ def identity_header() -> str:
     return ",".join(IDENTITY_COLUMNS) + ","
 
 
-def _fmt(values: np.ndarray, decimals: int) -> list[str]:
-    text = np.char.mod(f"%.{decimals}f", values.astype(np.float64))
-    return np.where(np.isfinite(values), text, "").tolist()
+def format_numbers(values: npt.ArrayLike, decimals: int) -> list[str]:
+    """Numbers (flattened) as text with ``decimals`` places; NaN and infinities as an empty field."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    text = np.char.mod(f"%.{decimals}f", v)
+    return [str(t) if ok else "" for t, ok in zip(text, np.isfinite(v))]
 
 
 def surfaces_csv_text(
@@ -123,8 +126,8 @@ def surfaces_csv_text(
         raise ValueError(f"boundaries must be ({len(BOUNDARY_NAMES)}, n_bscans, width); got {b.shape}")
     _, n, width = b.shape
     stack = np.moveaxis(b, 0, -1).reshape(-1)  # (n, W, 8) flattened
-    px = _fmt(stack, 2)
-    um = _fmt(stack * np.float32(scale_um[1]), 2) if scale_um is not None else [""] * stack.size
+    px = format_numbers(stack, 2)
+    um = format_numbers(stack * np.float32(scale_um[1]), 2) if scale_um is not None else [""] * stack.size
     prefix = as_identity(identity).prefix()
     out = io.StringIO()
     out.write(identity_header() + "bscan,ascan,boundary,depth_px,depth_um\n")

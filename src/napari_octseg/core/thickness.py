@@ -32,14 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from .atomic import atomic_paths, check_writable
 from .boundaries import LabelSurfaces, measure_labels
 from .classes import CLASS_NAMES, LAYER_CLASSES
 from .errors import InputError
 from .etdrs import SectorTable, sector_table
-from .progress import Progress, run_generator
-from .tables import ScanIdentity, as_identity, identity_header
+from .progress import CancelCheck, Progress, cancellable, run_generator
+from .tables import ScanIdentity, as_identity, format_numbers, identity_header
 
 TOTAL_RETINA = "total retina"
 FLUID = "fluid"
@@ -69,17 +70,18 @@ class ThicknessMaps:
     maps: dict[str, np.ndarray]
     unit: str
     scale_um: tuple[float, float, float] | None
-    boundaries: np.ndarray
-    fluid_px: np.ndarray
+    boundaries: npt.NDArray[np.float32]
+    fluid_px: npt.NDArray[np.float32]
 
     @property
     def shape(self) -> tuple[int, int]:
         """(n_bscans, width) of every map."""
-        return tuple(self.fluid_px.shape)  # type: ignore[return-value]
+        n, width = self.fluid_px.shape
+        return int(n), int(width)
 
     def inner_retina(self) -> np.ndarray:
         """ILM to OPL/ONL thickness (n_bscans, width), in ``unit``: thinnest at the foveal pit."""
-        return self.boundaries[4] - self.boundaries[0]
+        return self.boundaries[4, ...] - self.boundaries[0, ...]
 
     def fluid_volume_mm3(self) -> float:
         """Fluid in the whole scan: voxels x voxel volume in mm^3 (NaN without a scale or for one B-scan)."""
@@ -103,7 +105,7 @@ def _check_scale(scale_um: tuple[float, float, float] | None) -> tuple[float, fl
     scale = tuple(float(s) for s in scale_um)
     if len(scale) != 3 or not all(np.isfinite(scale)) or scale[1] <= 0 or min(scale) < 0:
         raise InputError(f"scale must be three non-negative (z, y, x) values in µm with y > 0; got {scale_um}")
-    return scale  # type: ignore[return-value]
+    return scale[0], scale[1], scale[2]
 
 
 def maps_from_surfaces(surfaces: LabelSurfaces, scale_um: tuple[float, float, float] | None) -> ThicknessMaps:
@@ -120,11 +122,11 @@ def maps_from_surfaces(surfaces: LabelSurfaces, scale_um: tuple[float, float, fl
 
 
 def iter_thickness(
-    labels: np.ndarray, scale_um: tuple[float, float, float] | None = None
+    labels: np.ndarray, scale_um: tuple[float, float, float] | None = None, cancel: CancelCheck | None = None
 ) -> Generator[Progress, None, ThicknessMaps]:
-    """Generator form of :func:`thickness_maps` (yields B-scan progress)."""
+    """Generator form of :func:`thickness_maps` (yields B-scan progress; ``cancel`` as in :func:`analyse`)."""
     scale = _check_scale(scale_um)
-    surfaces = yield from measure_labels(labels)
+    surfaces = yield from cancellable(measure_labels(labels), cancel, "thickness cancelled")
     return maps_from_surfaces(surfaces, scale)
 
 
@@ -161,6 +163,7 @@ def analyse(
     fovea: tuple[float, float] | None = None,
     min_coverage: float = 0.95,
     bscan_order: str = "inferior_to_superior",
+    cancel: CancelCheck | None = None,
 ) -> Generator[Progress, None, ThicknessReport]:
     """Thickness maps and the sector grid that suits the scan, as a progress generator.
 
@@ -178,6 +181,9 @@ def analyse(
         (B-scan, A-scan) grid centre, or ``None`` to find the thinnest inner retina near the centre.
     min_coverage, bscan_order
         See :func:`napari_octseg.core.etdrs.etdrs_table`.
+    cancel
+        Polled after every chunk of B-scans; returning ``True`` raises
+        :class:`~napari_octseg.core.errors.Cancelled`.
 
     Yields
     ------
@@ -197,7 +203,7 @@ def analyse(
             raise InputError(
                 f"fovea ({fovea[0]:g}, {fovea[1]:g}) lies outside the scan (B-scans 0..{n - 1}, A-scans 0..{width - 1})"
             )
-    thickness = yield from iter_thickness(labels, scale_um)
+    thickness = yield from iter_thickness(labels, scale_um, cancel)
     table = sector_table(
         thickness.maps,
         thickness.unit,
@@ -212,12 +218,6 @@ def analyse(
     n = thickness.shape[0]
     yield Progress(n, n, "sectors")
     return ThicknessReport(thickness, table)
-
-
-def _fmt(values: np.ndarray, decimals: int) -> list[str]:
-    """Numbers as text with ``decimals`` places; NaN as an empty field."""
-    text = np.char.mod(f"%.{decimals}f", values.astype(np.float64))
-    return np.where(np.isfinite(values), text, "").tolist()
 
 
 def _check_quality(quality: np.ndarray | None, n_bscans: int) -> np.ndarray | None:
@@ -240,10 +240,10 @@ def ascan_csv_text(
     prefix0 = as_identity(identity).prefix()
     n, width = thickness.shape
     stack = np.stack([thickness.maps[name] for name in THICKNESS_LAYERS], axis=-1)  # (n, W, L)
-    values = _fmt(stack.reshape(-1), 3)
+    values = format_numbers(stack.reshape(-1), 3)
     n_layers = len(THICKNESS_LAYERS)
     q = _check_quality(quality, n)
-    suffix = [""] * n if q is None else ["," + v for v in _fmt(q, 4)]
+    suffix = [""] * n if q is None else ["," + v for v in format_numbers(q, 4)]
     out = io.StringIO()
     out.write(
         f"{identity_header()}bscan,ascan,layer,thickness_{thickness.unit}" + ("" if q is None else ",quality") + "\n"
@@ -270,10 +270,10 @@ def sector_csv_text(
     end = ""
     if quality is not None and np.size(quality):
         header += ",quality"
-        end = "," + _fmt(np.array([np.mean(np.asarray(quality, dtype=np.float64))]), 4)[0]
+        end = "," + format_numbers(np.array([np.mean(np.asarray(quality, dtype=np.float64))]), 4)[0]
     lines = [header]
     for r in table.rows:
-        mean, vol, cov = _fmt(np.array([r.mean, r.volume_mm3, r.coverage]), 6)
+        mean, vol, cov = format_numbers(np.array([r.mean, r.volume_mm3, r.coverage]), 6)
         lines.append(f"{prefix}{r.layer},{r.sector},{mean},{vol},{r.n_ascans},{cov}{end}")
     return "\n".join(lines) + "\n"
 

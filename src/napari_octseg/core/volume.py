@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 ScanPattern = Literal["line", "volume", "circle", "radial", "unknown"]
 
@@ -39,7 +40,7 @@ class OctVolume:
         Free-form acquisition metadata (device, dates, source path, ...), JSON-serialisable values.
     """
 
-    data: np.ndarray
+    data: npt.NDArray[np.float32]
     scale_um: tuple[float, float, float] | None = None
     laterality: str | None = None
     scan_pattern: ScanPattern = "unknown"
@@ -56,14 +57,16 @@ class OctVolume:
             raise ValueError(f"OCT data must be (n_bscans, depth, width); got shape {data.shape}")
         self.data = data.astype(np.float32, copy=False)
         if self.scale_um is not None:
-            self.scale_um = tuple(float(s) for s in self.scale_um)  # type: ignore[assignment]
-            if len(self.scale_um) != 3:
+            scale = tuple(float(s) for s in self.scale_um)
+            if len(scale) != 3:
                 raise ValueError(f"scale_um must be (z, y, x) in µm; got {self.scale_um}")
+            self.scale_um = scale[0], scale[1], scale[2]
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(n_bscans, depth, width)."""
-        return tuple(self.data.shape)  # type: ignore[return-value]
+        n, depth, width = self.data.shape
+        return int(n), int(depth), int(width)
 
     @property
     def n_bscans(self) -> int:

@@ -11,34 +11,29 @@ imports no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..core.lazy import lazy_exports
 
-_NAMES: dict[str, str] = {
-    "REDUCTIONS": "._batch",
-    "TARGETS": "._batch",
-    "gradcam_batch": "._batch",
-    "gradcam_batch_weights": "._batch",
-    "layer_module": "._batch",
-    "mass_near_region": ".evaluate",
-    "DEFAULT_LAYER": ".layers",
-    "SCORE_MAP_LAYERS": ".layers",
-    "describe_layer": ".layers",
-    "GradCamResult": ".volume",
-    "gradcam": ".volume",
-    "resolve_classes": ".volume",
-    "label_mask": ".region",
-    "parse_region": ".region",
-    "polygon_mask": ".region",
-    "rectangle_mask": ".region",
+#: Public name -> the submodule defining it.
+_EXPORTS: dict[str, str] = {
+    "REDUCTIONS": "_batch",
+    "TARGETS": "_batch",
+    "BatchGradCam": "_batch",
+    "gradcam_batch": "_batch",
+    "layer_module": "_batch",
+    "mass_near_region": "evaluate",
+    "DEFAULT_LAYER": "layers",
+    "SCORE_MAP_LAYERS": "layers",
+    "describe_layer": "layers",
+    "GradCamResult": "volume",
+    "gradcam": "volume",
+    "resolve_classes": "volume",
+    "label_mask": "region",
+    "parse_region": "region",
+    "polygon_mask": "region",
+    "rectangle_mask": "region",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_NAMES[name], __name__), name)
-    globals()[name] = value  # later look-ups (and monkeypatching) see a plain attribute
-    return value
+# a loaded name becomes a plain attribute, so later look-ups (and monkeypatching) see it
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -21,7 +21,7 @@ check), at a fraction of the cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +35,46 @@ TARGETS: tuple[str, ...] = ("predicted", "image")
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 
+@runtime_checkable
+class NamesGradCamLayers(Protocol):
+    """A network that names its Grad-CAM layers (e.g. :class:`~napari_octseg.models.segnet.SegNet`)."""
+
+    def gradcam_layers(self) -> dict[str, nn.Module]: ...
+
+
+@runtime_checkable
+class HasPointwiseHead(Protocol):
+    """A network that says when only a 1x1 classifier follows a layer (closed-form gradients)."""
+
+    def pointwise_head(self, layer: str) -> torch.Tensor | None: ...
+
+
+@runtime_checkable
+class HasGradCamFootprint(Protocol):
+    """A network that says how far a class score's gradient reaches into a layer (shared passes)."""
+
+    def gradcam_footprint(self, layer: str) -> tuple[int, int] | None: ...
+
+
 def layer_module(net: nn.Module, layer: str) -> nn.Module:
     """The conv module called ``layer`` in ``net.gradcam_layers()``; InputError naming the choices."""
-    if not hasattr(net, "gradcam_layers"):
+    if not isinstance(net, NamesGradCamLayers):
         raise InputError(f"{type(net).__name__} does not name Grad-CAM layers")
     layers = net.gradcam_layers()
     if layer not in layers:
         raise InputError(f"unknown Grad-CAM layer {layer!r}; choose one of {', '.join(layers)}")
     return layers[layer]
+
+
+class BatchGradCam(NamedTuple):
+    """Grad-CAM of one batch: ``cams, pred, weights = gradcam_batch(...)``."""
+
+    #: float32 (len(classes), batch, depth, width), >= 0.
+    cams: torch.Tensor
+    #: int64 (batch, depth, width): predicted classes.
+    pred: torch.Tensor
+    #: float32 (len(classes), batch, channels): each channel's Grad-CAM weight.
+    weights: torch.Tensor
 
 
 def gradcam_batch(
@@ -55,32 +87,7 @@ def gradcam_batch(
     reduction: Reduction = "mean",
     region: torch.Tensor | None = None,
     share_passes: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw Grad-CAM maps of a batch of normalised B-scans; see :func:`gradcam_batch_weights`."""
-    cams, pred, _ = gradcam_batch_weights(
-        net,
-        layer,
-        x,
-        classes,
-        target=target,
-        reduction=reduction,
-        region=region,
-        share_passes=share_passes,
-    )
-    return cams, pred
-
-
-def gradcam_batch_weights(
-    net: nn.Module,
-    layer: str,
-    x: torch.Tensor,
-    classes: Sequence[int],
-    *,
-    target: Target = "predicted",
-    reduction: Reduction = "mean",
-    region: torch.Tensor | None = None,
-    share_passes: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> BatchGradCam:
     """Raw Grad-CAM maps of a batch of normalised B-scans (float32, before any normalisation), and the
     channel weights (the paper's feature-importance weights) they were formed with.
 
@@ -108,17 +115,14 @@ def gradcam_batch_weights(
 
     Returns
     -------
-    cams
-        float32 (len(classes), batch, depth, width), >= 0.
-    pred
-        int64 (batch, depth, width): predicted classes.
-    weights
-        float32 (len(classes), batch, channels): Grad-CAM's weight of each channel of the layer (the
-        gradient of the class score averaged over the layer's pixels).
+    BatchGradCam
+        ``cams`` float32 (len(classes), batch, depth, width), >= 0; ``pred`` int64 (batch, depth, width),
+        the predicted classes; ``weights`` float32 (len(classes), batch, channels), Grad-CAM's weight of
+        each channel of the layer (the gradient of the class score averaged over the layer's pixels).
     """
     module = layer_module(net, layer)
     height, width = x.shape[-2:]
-    head = net.pointwise_head(layer) if hasattr(net, "pointwise_head") else None
+    head = net.pointwise_head(layer) if isinstance(net, HasPointwiseHead) else None
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -141,7 +145,7 @@ def gradcam_batch_weights(
         net.eval()
         # The classifier's input (the paper's "decoder" layer): when only the 1x1 classifier follows it,
         # the backward passes start there, seeded through the classifier in closed form.
-        top = net.pointwise_head("decoder") if head is None and hasattr(net, "pointwise_head") else None
+        top = net.pointwise_head("decoder") if head is None and isinstance(net, HasPointwiseHead) else None
         if top is not None:
             handles.append(layer_module(net, "decoder").register_forward_hook(top_hook))
         for p in net.parameters():
@@ -152,7 +156,9 @@ def gradcam_batch_weights(
             weights = pixel_weights(pred, classes, target, reduction, logits.dtype, region)
             activation = captured["A"]
             if head is None:
-                footprint = net.gradcam_footprint(layer) if share_passes and hasattr(net, "gradcam_footprint") else None
+                footprint = None
+                if share_passes and isinstance(net, HasGradCamFootprint):
+                    footprint = net.gradcam_footprint(layer)
                 start = captured.get("top")
                 if top is not None and start is not None and start.requires_grad:
                     grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint, (start, top))
@@ -171,7 +177,7 @@ def gradcam_batch_weights(
         padded = _padded_size(net, height, width)
         if tuple(cams.shape[-2:]) != padded:
             cams = F.interpolate(cams, size=padded, mode="bilinear", align_corners=False)
-        return cams[..., :height, :width].contiguous(), pred, w.float()
+        return BatchGradCam(cams[..., :height, :width].contiguous(), pred, w.float())
     finally:
         for h in handles:
             h.remove()
@@ -255,7 +261,8 @@ def _channel_grads(
     start at ``top``, seeded with ``M^T`` of each class's pixel weights (the same gradient, without the
     classifier's backward)."""
     idx = torch.as_tensor(list(classes), device=logits.device)
-    reach = _footprints(weights, footprint, tuple(leaf.shape[-2:])) if footprint is not None else None
+    layer_shape = (int(leaf.shape[-2]), int(leaf.shape[-1]))
+    reach = _footprints(weights, footprint, layer_shape) if footprint is not None else None
     groups = _groups(reach, len(classes))
     out = torch.zeros((len(classes), *leaf.shape[:2]), dtype=leaf.dtype, device=leaf.device)
     height, width = logits.shape[-2:]
@@ -289,10 +296,13 @@ class _SkipConstantConv(nn.Module):
         super().__init__()
         self.n_first = n_first
         weight = conv.weight.detach()
-        self.first = nn.Conv2d(n_first, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
-        self.second = nn.Conv2d(
-            conv.in_channels - n_first, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False
-        )
+        kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+        pad = conv.padding if isinstance(conv.padding, str) else (int(conv.padding[0]), int(conv.padding[1]))
+        stride = (int(conv.stride[0]), int(conv.stride[1]))
+        dilation = (int(conv.dilation[0]), int(conv.dilation[1]))
+        out = conv.out_channels
+        self.first = nn.Conv2d(n_first, out, kernel, stride, pad, dilation, bias=False)
+        self.second = nn.Conv2d(conv.in_channels - n_first, out, kernel, stride, pad, dilation, bias=False)
         self.first.weight = nn.Parameter(weight[:, :n_first].clone(), requires_grad=False)
         self.second.weight = nn.Parameter(weight[:, n_first:].clone(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
@@ -325,9 +335,13 @@ def split_skip_convs(net: nn.Module, layer: str) -> nn.Module:
         return net
     for j in below:
         block = decoder[j]
-        conv = block[0] if isinstance(block, nn.Sequential) and len(block) > 0 else None
+        if not isinstance(block, nn.Sequential) or len(block) == 0:
+            continue
+        conv = block[0]
         if isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.in_channels % 2 == 0:
-            block[0] = _SkipConstantConv(conv, conv.in_channels // 2).to(conv.weight.device)
+            split = _SkipConstantConv(conv, conv.in_channels // 2)
+            split.to(device=conv.weight.device)
+            block[0] = split
     return net
 
 

@@ -29,9 +29,8 @@ Memory: one float32 normalised copy of the volume, the float16 heatmaps (2 bytes
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,19 +38,26 @@ import torch
 from torch import nn
 
 from ..core.classes import CLASS_NAMES
-from ..core.errors import Cancelled, InputError
-from ..core.progress import Progress
+from ..core.errors import InputError
+from ..core.progress import CancelCheck, Progress, check_cancel
 from ..core.volume import OctVolume
 from ..grid import to_model_grid, to_native_grid, volume_grid
 from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.runtime import inference_network, release_cached
-from ._batch import REDUCTIONS, TARGETS, Reduction, Target, gradcam_batch_weights, layer_module, split_skip_convs
+from ._batch import (
+    REDUCTIONS,
+    TARGETS,
+    HasPointwiseHead,
+    Reduction,
+    Target,
+    gradcam_batch,
+    layer_module,
+    split_skip_convs,
+)
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
-
-CancelSpec = Callable[[], bool] | threading.Event | None
 
 
 @dataclass
@@ -142,14 +148,6 @@ def resolve_classes(classes: Sequence[int | str] | None, class_names: Sequence[s
     return tuple(out)
 
 
-def _cancelled(cancel: CancelSpec) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
-
-
 def gradcam(
     volume: OctVolume | np.ndarray,
     model: LoadedModel | nn.Module,
@@ -161,7 +159,7 @@ def gradcam(
     region: np.ndarray | None = None,
     batch_size: int = 1,
     device: str | torch.device = "auto",
-    cancel: CancelSpec = None,
+    cancel: CancelCheck | None = None,
 ) -> Generator[Progress, None, GradCamResult]:
     """Grad-CAM heatmaps of every selected class for every B-scan of a volume.
 
@@ -192,7 +190,8 @@ def gradcam(
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``; the network is returned to its own device after.
     cancel
-        A callable returning True, or a ``threading.Event``, checked before every batch.
+        Polled before every batch (a thread passes ``event.is_set``); returning ``True`` raises
+        :class:`~napari_octseg.core.errors.Cancelled`.
 
     Yields
     ------
@@ -249,19 +248,17 @@ def gradcam(
     # An eval-mode copy with BatchNorm folded into the convs (the same feature maps, faster); the
     # caller's network keeps its device, mode and hooks.
     fast = inference_network(net, dev)
-    if not hasattr(fast, "pointwise_head") or fast.pointwise_head(layer) is None:
-        fast = fast.to(memory_format=torch.contiguous_format)  # the backward passes run in NCHW
+    if not isinstance(fast, HasPointwiseHead) or fast.pointwise_head(layer) is None:
+        # the backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs omit it)
+        fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
     try:
         done = 0
         for idx in batches:
-            if _cancelled(cancel):
-                raise Cancelled("Grad-CAM cancelled")
+            check_cancel(cancel, "Grad-CAM cancelled")
             x = torch.from_numpy(images[idx, None]).to(dev)
             reg = torch.from_numpy(mask[idx]).to(dev) if mask is not None else None
-            cams, pred, w = gradcam_batch_weights(
-                fast, layer, x, selected, target=target, reduction=reduction, region=reg
-            )
+            cams, pred, w = gradcam_batch(fast, layer, x, selected, target=target, reduction=reduction, region=reg)
             w_sum = w.sum(1).double().cpu().numpy()
             weight_sum = w_sum if weight_sum is None else weight_sum + w_sum
             cams_np = cams.float().cpu().numpy()

@@ -70,7 +70,9 @@ def reader_for(path: str | os.PathLike) -> Callable[[str | os.PathLike], OctVolu
             known = " ".join(SUPPORTED_EXTENSIONS)
             raise fail(p, f"unsupported file type {suffix or '(no extension)'!r}; supported: {known} or a folder")
         module, name = READERS[suffix]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    # every READERS entry names a `read_x(path) -> OctVolume` (the module's typed signature)
+    reader: Callable[[str | os.PathLike], OctVolume] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return reader
 
 
 def _folder_reader(folder: Path) -> tuple[str, str]:

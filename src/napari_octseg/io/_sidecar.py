@@ -29,7 +29,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,11 +37,16 @@ from .. import __version__
 from ..core.atomic import atomic_paths, check_writable
 from .provenance import model_identity
 
+if TYPE_CHECKING:
+    from tifffile import TiffFile
+
 FORMAT_VERSION = 2
 LABELS_FORMAT = "napari-octseg labels"
 HEATMAPS_FORMAT = "napari-octseg heatmaps"
 #: ImageJ description key marking our TIFFs (value: "labels" or "heatmaps").
 MARKER_KEY = "octseg"
+#: Called with the written temporary TIFF and its final name; returns extra sidecar entries (e.g. a hash).
+AfterTiff = Callable[[Path, str], dict[str, Any]]
 
 
 def sidecar_path(tif_path: str | os.PathLike) -> Path:
@@ -70,7 +75,7 @@ def source_record(
     }
 
 
-def scan_date(volume: Any) -> str | None:
+def scan_date(volume: object) -> str | None:
     """The acquisition date a reader put into ``volume.meta`` (ISO text), or ``None`` when unknown."""
     meta = getattr(volume, "meta", None) or {}
     for key in ("scan_date", "visit_date", "acquisition_date", "exam_time"):
@@ -80,16 +85,24 @@ def scan_date(volume: Any) -> str | None:
     return None
 
 
+#: An OCT stack in a generic container, named so that napari hands it to this plugin (``S01.oct.tif``).
+OCT_CONTAINER_SUFFIXES: tuple[str, ...] = (".oct.tif", ".oct.tiff", ".oct.npy")
+
+
 def subject_from_path(path: str | os.PathLike) -> str:
-    """Subject/volume id from a file name: the stem without our suffixes (``S01.labels.tif`` -> ``S01``)."""
+    """Subject/volume id from a file name: the stem without our suffixes (``S01.labels.tif`` -> ``S01``).
+
+    ``S01.oct.tif`` (an OCT stack named for the napari reader) gives ``S01`` too.
+    """
     name = Path(path).name
-    for suffix in (".labels.tif", ".labels.tiff", ".labels.npy", ".gradcam.tif", ".heatmaps.tif"):
+    ours = (".labels.tif", ".labels.tiff", ".labels.npy", ".gradcam.tif", ".heatmaps.tif", *OCT_CONTAINER_SUFFIXES)
+    for suffix in ours:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem if Path(name).suffix else name
 
 
-def model_record(model: Any) -> dict[str, Any] | None:
+def model_record(model: object) -> dict[str, Any] | None:
     """The ``model`` entry from a loaded model (``.source``, ``.training``), a path or a ready dict."""
     if model is None:
         return None
@@ -129,7 +142,7 @@ def base_record(
     dtype: str,
     scale_um: tuple[float, float, float] | None,
     source: Mapping[str, Any] | None,
-    model: Any,
+    model: object,
     class_names: list[str],
 ) -> dict[str, Any]:
     """The entries every sidecar has (see the module docstring)."""
@@ -158,7 +171,7 @@ def write_tiff_pair(
     scale_um: tuple[float, float, float] | None,
     marker: str,
     force: bool = False,
-    after_tiff: Callable[[Path, str], dict[str, Any]] | None = None,
+    after_tiff: AfterTiff | None = None,
 ) -> tuple[Path, Path]:
     """Write ``data`` as an ImageJ TIFF at µm scale and ``sidecar`` as JSON beside it; both or neither.
 
@@ -204,7 +217,7 @@ def write_tiff_pair(
     return tif_path, json_path
 
 
-def tiff_marker(tif: Any) -> str | None:
+def tiff_marker(tif: TiffFile) -> str | None:
     """Our marker (``"labels"``/``"heatmaps"``) in an open ``tifffile.TiffFile``'s ImageJ description."""
     meta = tif.imagej_metadata or {}
     value = meta.get(MARKER_KEY)
@@ -305,4 +318,4 @@ def scale_from(info: Mapping[str, Any] | None) -> tuple[float, float, float] | N
         raise LabelError(
             f"pixel spacing {values} µm is not usable: axial and lateral must be above 0, each at most 100000 µm"
         )
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2]

@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tifffile import TiffFile, TiffPage
 
 from ..core.intensity import Reflectivity, detect_reflectivity
 from ..core.volume import OctVolume
@@ -34,7 +38,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _npy_header(path: Path, fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _npy_header(path: Path, fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Parse an ``.npy`` header without reading the data (``ast.literal_eval``: no code runs)."""
     from numpy.lib import format as npformat
 
@@ -73,7 +77,7 @@ def load_npy_array(path: str | os.PathLike) -> np.ndarray:
         check_shape(path, shape, "array")
         check_payload(path, int(np.prod(shape)) * dtype.itemsize, size - fh.tell(), voxels=int(np.prod(shape)))
     try:
-        return np.load(path, allow_pickle=False)
+        return np.asarray(np.load(path, allow_pickle=False))
     except (ValueError, OSError, EOFError) as exc:
         raise fail(path, f"could not load the array ({exc})") from None
 
@@ -104,14 +108,24 @@ def _to_grey(path: Path, array: np.ndarray, samples_last: bool) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def _imagej_scale(tif) -> tuple[float, float, float] | None:
+def _first_page(tif: TiffFile) -> TiffPage:
+    """The first page with its tags (IndexError when the file has none)."""
+    from tifffile import TiffPage
+
+    page = tif.pages[0]
+    if not isinstance(page, TiffPage):  # a TiffFrame carries no tags; tifffile always loads page 0 in full
+        raise IndexError("first TIFF page not loaded")
+    return page
+
+
+def _imagej_scale(tif: TiffFile) -> tuple[float, float, float] | None:
     """(z, y, x) µm from ImageJ metadata and resolution tags, when the file states microns."""
     meta = tif.imagej_metadata or {}
     unit = str(meta.get("unit", "")).lower().replace("\\u00b5", "µ")
     if unit not in ("micron", "microns", "um", "µm"):
         return None
     try:
-        page = tif.pages[0]
+        page = _first_page(tif)
         xres = page.tags["XResolution"].value
         yres = page.tags["YResolution"].value
         x = xres[1] / xres[0]
@@ -146,20 +160,20 @@ def read_tiff(path: str | os.PathLike) -> OctVolume:
         plain = None if scale is not None else _resolution_scale(tif)
     data = as_volume_array(path, _to_grey(path, display_scale(array), samples_last))
     kind, reason = _float_reflectivity(array, data)
-    meta = {"source": str(path), "format": "tiff", "reflectivity_reason": reason}
+    meta: dict[str, Any] = {"source": str(path), "format": "tiff", "reflectivity_reason": reason}
     if plain is not None:
         scale = plain
         meta["z_spacing_known"] = False
     return OctVolume(data=data, scale_um=scale, reflectivity=kind, meta=meta)
 
 
-def _resolution_scale(tif) -> tuple[float, float, float] | None:
+def _resolution_scale(tif: TiffFile) -> tuple[float, float, float] | None:
     """(1, y, x) µm from plain TIFF resolution tags in centimetres, or ``None`` (tags absent, inches, no unit).
 
     The B-scan spacing is not in such tags: the caller marks it unknown (``meta['z_spacing_known']``).
     """
     try:
-        page = tif.pages[0]
+        page = _first_page(tif)
         if int(page.tags["ResolutionUnit"].value) != 3:  # 3 = centimetre
             return None
         xres = page.tags["XResolution"].value

@@ -74,7 +74,7 @@ def layers_to_labels(boundaries: np.ndarray, height: int, fluid: np.ndarray | No
 
 def _fill_columns(path: Path, layers: np.ndarray) -> np.ndarray:
     """Interpolate isolated NaN columns along the A-scan axis (layers (8, n, W))."""
-    out = layers.copy()
+    out = np.copy(layers)
     cols = np.arange(out.shape[2])
     for i in range(out.shape[0]):
         for k in range(out.shape[1]):

@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError, OctReadError
-from ._sidecar import HEATMAPS_FORMAT, base_record, embedded_sidecar, load_sidecar, normalise, write_tiff_pair
+from ._sidecar import (
+    HEATMAPS_FORMAT,
+    AfterTiff,
+    base_record,
+    embedded_sidecar,
+    load_sidecar,
+    normalise,
+    write_tiff_pair,
+)
 
 HEATMAP_SUFFIX = ".gradcam.tif"
 HEATMAP_SIDECAR_SUFFIX = ".gradcam.json"
@@ -46,7 +54,8 @@ def encode(heatmaps: np.ndarray, dtype: str) -> np.ndarray:
     x = np.clip(np.asarray(heatmaps, dtype=np.float32), 0.0, 1.0)
     if dtype == "float32":
         return x
-    return np.rint(x * HEATMAP_DTYPES[dtype]).astype(dtype)
+    scaled = np.rint(np.multiply(x, HEATMAP_DTYPES[dtype], dtype=np.float32))
+    return scaled.astype(np.uint16) if dtype == "uint16" else scaled.astype(np.uint8)
 
 
 def write_heatmaps_file(
@@ -58,9 +67,9 @@ def write_heatmaps_file(
     dtype: str = DEFAULT_HEATMAP_DTYPE,
     scale_um: tuple[float, float, float] | None = None,
     source: Mapping[str, Any] | None = None,
-    model: Any = None,
+    model: object = None,
     force: bool = False,
-    after_tiff: Any = None,
+    after_tiff: AfterTiff | None = None,
     **extra: Any,
 ) -> tuple[Path, Path]:
     """Write heatmaps (n_classes, n_bscans, depth, width) in [0, 1] as an ImageJ TIFF + JSON sidecar.

@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from eyepy import EyeVolume
 
 from ..core.volume import OctVolume
 from ._util import (
@@ -88,7 +92,7 @@ def check_e2e_structure(path: Path, size: int) -> int:
     return chunks
 
 
-def _from_eyevolume(path: Path, ev, fmt: str, scale_known: bool) -> OctVolume:
+def _from_eyevolume(path: Path, ev: EyeVolume, fmt: str, scale_known: bool) -> OctVolume:
     data = np.asarray(ev.data)
     check_shape(path, data.shape, "volume")
     volume = as_volume_array(path, display_scale(data))

@@ -22,10 +22,11 @@ import datetime as _dt
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ..core.volume import OctVolume
+from ..core.volume import OctVolume, ScanPattern
 from ._util import check_payload, check_shape, fail, require_file
 
 FILE_HEADER_SIZE = 2048
@@ -36,7 +37,7 @@ MISSING = 3.0e38
 MAX_BSCAN_HEADER = 1 << 22
 MAX_SEGMENTATIONS = 64
 
-SCAN_PATTERNS = {0: "unknown", 1: "line", 2: "circle", 3: "volume", 4: "volume", 5: "radial"}
+SCAN_PATTERNS: dict[int, ScanPattern] = {0: "unknown", 1: "line", 2: "circle", 3: "volume", 4: "volume", 5: "radial"}
 #: Names of the device lines in the order HEYEX stores them (eyepy's SEG_MAPPING).
 LINE_NAMES = (
     "ILM",
@@ -137,7 +138,7 @@ def parse_header(path: str | os.PathLike, raw: bytes) -> dict:
     return hdr
 
 
-def _read_exact(path: Path, fh, n: int, what: str) -> bytes:
+def _read_exact(path: Path, fh: BinaryIO, n: int, what: str) -> bytes:
     raw = fh.read(n)
     if len(raw) != n:
         raise fail(path, f"file is truncated in {what}")

@@ -21,6 +21,7 @@ from ..core.classes import CLASS_NAMES, N_CLASSES
 from ..core.errors import LabelError, OctReadError
 from ._sidecar import (
     LABELS_FORMAT,
+    AfterTiff,
     base_record,
     embedded_sidecar,
     kind_of,
@@ -101,7 +102,7 @@ def _load_tiff_labels(path: Path) -> np.ndarray:
         check_shape(path, series.shape, "label volume")
         compressed = any(p.compression != 1 for p in tif.pages[:1])
         check_payload(path, int(np.prod(series.shape)) * series.dtype.itemsize, size, compressed=compressed)
-        return series.asarray()
+        return np.asarray(series.asarray())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,10 +145,10 @@ def labels_sidecar(
     labels: np.ndarray,
     class_names: tuple[str, ...] | list[str],
     *,
-    model: Any = None,
+    model: object = None,
     scale_um: tuple[float, float, float] | None = None,
     source: Mapping[str, Any] | None = None,
-    edits: Any = None,
+    edits: object = None,
     file: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -206,10 +207,10 @@ def write_labels_file(
     *,
     scale_um: tuple[float, float, float] | None = None,
     source: Mapping[str, Any] | None = None,
-    model: Any = None,
-    edits: Any = None,
+    model: object = None,
+    edits: object = None,
     force: bool = False,
-    after_tiff: Any = None,
+    after_tiff: AfterTiff | None = None,
     **extra: Any,
 ) -> tuple[Path, Path]:
     """Write ``labels`` as ``path`` (ImageJ uint8 TIFF at µm scale) + its JSON sidecar, atomically.

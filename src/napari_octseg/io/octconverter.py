@@ -16,8 +16,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from oct_converter.image_types import OCTVolumeWithMetaData
 
 from ..core.volume import OctVolume
 from ._util import as_volume_array, check_payload, check_shape, fail, library_errors, require_file
@@ -35,7 +39,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _to_volume(path: Path, oct_volume, fmt: str, device: str) -> OctVolume:
+def _to_volume(path: Path, oct_volume: OCTVolumeWithMetaData, fmt: str, device: str) -> OctVolume:
     slices = oct_volume.volume
     if isinstance(slices, np.ndarray) and slices.ndim == 3:
         stack = slices

@@ -108,7 +108,7 @@ def edited_bscans(labels: np.ndarray, record: Sequence[str] | Mapping[str, Any] 
     return [i for i, (a, b) in enumerate(zip(current, hashes)) if a != b]
 
 
-def edited_or_none(labels: np.ndarray, record: Any) -> list[int] | None:
+def edited_or_none(labels: np.ndarray, record: object) -> list[int] | None:
     """:func:`edited_bscans`, or ``None`` when ``record`` is absent or does not fit ``labels``."""
     if record is None:
         return None
@@ -120,7 +120,7 @@ def edited_or_none(labels: np.ndarray, record: Any) -> list[int] | None:
         return None
 
 
-def normalise_record(record: Any, n_bscans: int) -> dict[str, Any] | None:
+def normalise_record(record: object, n_bscans: int) -> dict[str, Any] | None:
     """A JSON-able edit record (dict of digests) from any accepted form, or ``None`` if it does not fit.
 
     A full array of automatic labels becomes its digests; a dict keeps its digests and method.

@@ -23,8 +23,8 @@ from .losses import IGNORE_INDEX
 
 
 def validate_pairs(
-    images: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
+    images: Sequence[np.ndarray] | np.ndarray,
+    labels: Sequence[np.ndarray] | np.ndarray,
     n_classes: int = N_CLASSES,
     what: str = "training set",
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -107,10 +107,11 @@ class SegDataset(Dataset):
         self.images, self.labels = validate_pairs(images, labels, n_classes)
         self.n_classes = n_classes
         self.augment = AugmentConfig() if augment is True else (augment or None)
-        self.crop = tuple(int(c) for c in crop) if crop is not None else None
+        self.crop = (int(crop[0]), int(crop[1])) if crop is not None else None
         self.repeats = max(1, int(repeats))
         self.focus_p = focus_p
-        self._focus = [self._focus_points(lab) for lab in self.labels] if self.crop else None
+        #: retina/fluid pixels of each B-scan, where crops are centred (only with crops)
+        self._focus = [self._focus_points(lab) for lab in self.labels] if self.crop else []
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple[int, int] | None = None
 
@@ -142,7 +143,7 @@ class SegDataset(Dataset):
             focus = self._focus[i] if rng.random() < self.focus_p else None
             image, labels = sample_crop(image, labels, self.crop, rng, self.augment, focus)
         elif self.augment is not None:
-            image, labels = sample_crop(image, labels, image.shape, rng, self.augment)
+            image, labels = sample_crop(image, labels, (image.shape[0], image.shape[1]), rng, self.augment)
         if self.augment is not None:
             image, labels = device_jitter(image, labels, rng, self.augment)
             image = jitter_intensity(image, rng, self.augment)
@@ -185,7 +186,9 @@ def load_duke_npz(
     """
     if not paths:
         raise InputError("no Duke .npz files given")
-    images, labels, subjects = [], [], []
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    subjects: list[str] = []
     for p in paths:
         p = Path(p)
         if not p.is_file():

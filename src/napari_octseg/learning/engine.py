@@ -10,13 +10,10 @@ same decisions, and only rank 0 writes the checkpoint and the CSV log.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import os
-import platform
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +24,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..core.atomic import atomic_write_text
 from ..core.classes import CLASS_NAMES
-from ..core.errors import InputError
+from ..core.errors import Cancelled, InputError
 from ..models.checkpoint import LoadedModel, save_checkpoint
 from ..models.device import select_device
 from ..models.normalization import DEFAULT_NORMALIZATION
+from ..models.segnet import SegNet
 from .datasets import SegDataset, pad_collate
 from .losses import IGNORE_INDEX, HybridLoss
 from .metrics import confusion_matrix, scores
+from .records import history_row, training_record, write_history_csv
 
-STOP_REASONS = ("completed", "early_stopping", "cancelled", "diverged", "time_limit")
+STOP_REASONS = ("completed", "early_stopping", "diverged", "time_limit")
 
 
 @dataclass
@@ -97,21 +95,30 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     checkpoint_path: Path | None = None
     stopped_reason: str = "completed"
-    model: nn.Module | None = None
+    model: SegNet | None = None
 
 
 def _dist_env() -> tuple[int, int, int]:
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _as_dataset(data: Any, train: bool, what: str) -> Dataset | None:
-    if data is None or isinstance(data, Dataset):
-        if data is not None and len(data) == 0:
+def _as_dataset(data: Any, train: bool, what: str) -> Dataset[Any] | None:
+    if data is None:
+        return None
+    if isinstance(data, Dataset):
+        if _length(data, what) == 0:
             raise InputError(f"{what} is empty")
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return SegDataset(data[0], data[1], augment=train)
     raise InputError(f"{what} must be a Dataset or an (images, labels) pair")
+
+
+def _length(data: Dataset[Any], what: str = "a dataset") -> int:
+    """Items in a map-style dataset (training needs their number)."""
+    if not isinstance(data, Sized):
+        raise InputError(f"{what} has no length: give a map-style Dataset (with __len__)")
+    return len(data)
 
 
 def _all_sum(values: list[float], device: torch.device, world: int) -> list[float]:
@@ -123,7 +130,7 @@ def _all_sum(values: list[float], device: torch.device, world: int) -> list[floa
 
 
 def fit(
-    model: nn.Module | LoadedModel,
+    model: SegNet | LoadedModel,
     train_data: Dataset | tuple,
     val_data: Dataset | tuple | None,
     config: FitConfig | None = None,
@@ -156,14 +163,20 @@ def fit(
         ``'auto'`` (CUDA, MPS, CPU), ``'cpu'``, ``'cuda'``, ``'mps'``. Under torchrun each rank uses
         its ``LOCAL_RANK`` GPU.
     cancel
-        Called before every step; returning True stops training (``stopped_reason='cancelled'``).
-        Checkpoints written before the cancel (better models) stay.
+        Polled before every step; returning ``True`` stops training and raises :class:`Cancelled` (on
+        every rank under torchrun). ``model`` is left with the best weights so far; checkpoints written
+        before the cancel (better models) stay.
+
+    Raises
+    ------
+    Cancelled
+        When ``cancel`` fired.
     """
     config = config or FitConfig()
-    loaded = model if isinstance(model, LoadedModel) else None
-    net: nn.Module = loaded.model if loaded else model
-    class_names = tuple(loaded.class_names) if loaded else CLASS_NAMES
-    normalization = dict(loaded.normalization) if loaded else dict(DEFAULT_NORMALIZATION)
+    if isinstance(model, LoadedModel):
+        net, class_names, normalization = model.model, tuple(model.class_names), dict(model.normalization)
+    else:
+        net, class_names, normalization = model, CLASS_NAMES, dict(DEFAULT_NORMALIZATION)
     n_classes = net.config.n_classes
     train_ds = _as_dataset(train_data, True, "training data")
     val_ds = _as_dataset(val_data, False, "validation data")
@@ -186,7 +199,9 @@ def fit(
     train_model: nn.Module = net
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(train_ds, world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    )
     train_loader = DataLoader(
         train_ds,
         batch_size=config.batch_size,
@@ -194,13 +209,13 @@ def fit(
         sampler=sampler,
         num_workers=config.num_workers,
         collate_fn=pad_collate,
-        drop_last=len(train_ds) // world > config.batch_size,
+        drop_last=_length(train_ds) // world > config.batch_size,
         persistent_workers=config.num_workers > 0,
     )
     val_loader = None
     if val_ds is not None:
         # Each rank scores its own share of the validation B-scans; sums are reduced afterwards.
-        shard = Subset(val_ds, range(rank, len(val_ds), world)) if world > 1 else val_ds
+        shard = Subset(val_ds, range(rank, _length(val_ds), world)) if world > 1 else val_ds
         val_loader = DataLoader(shard, batch_size=config.val_batch_size, shuffle=False, collate_fn=pad_collate)
 
     criterion = HybridLoss(n_classes, config.dice_weight, config.class_weights).to(dev)
@@ -252,8 +267,7 @@ def fit(
                     stopped = "diverged"
                     break
                 if flags[3] > 0:
-                    stopped = "cancelled"
-                    break
+                    raise Cancelled(f"training cancelled in epoch {epoch} of {config.epochs}")
                 scaler.scale(loss).backward()
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
@@ -272,7 +286,7 @@ def fit(
                     lr=optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - t0,
                 )
-            if stopped in ("diverged", "cancelled"):
+            if stopped == "diverged":
                 break
             train_loss = loss_sum / max(n_seen, 1)
             val_loss, metrics = (None, None)
@@ -289,16 +303,26 @@ def fit(
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_epochs += 1
-            row = _history_row(epoch, train_loss, val_loss, metrics, optimizer, time.perf_counter() - t0, class_names)
+            row = history_row(
+                epoch,
+                train_loss,
+                val_loss,
+                metrics,
+                optimizer.param_groups[0]["lr"],
+                time.perf_counter() - t0,
+                class_names,
+            )
             history.append(row)
             if rank == 0:
                 if improved and ckpt is not None:
-                    record = _training_record(config, checkpoint_info, row, epoch, dev, world, time.perf_counter() - t0)
+                    record = training_record(
+                        config.to_dict(), checkpoint_info, row, epoch, dev, world, time.perf_counter() - t0
+                    )
                     saved_path = save_checkpoint(
                         ckpt, net, class_names=class_names, normalization=normalization, training=record
                     )
                 if csv_log_path is not None:
-                    _write_csv(Path(csv_log_path), history)
+                    write_history_csv(Path(csv_log_path), history)
             yield FitEvent(
                 "epoch",
                 epoch,
@@ -318,6 +342,10 @@ def fit(
             if config.max_seconds is not None and time.perf_counter() - t0 >= config.max_seconds:
                 stopped = "time_limit"
                 break
+    except Cancelled:
+        net.load_state_dict(best_state)
+        net.eval()
+        raise
     finally:
         _set_encoder_frozen(net, False)
         if own_group:
@@ -353,67 +381,3 @@ def _validate(net, loader, criterion, n_classes, dev, world, use_amp) -> tuple[f
         loss_sum, n = float(t[0]), int(t[1])
         cm = t[2:].round().long().cpu().numpy().reshape(n_classes, n_classes)
     return loss_sum / max(n, 1), scores(cm)
-
-
-def _history_row(epoch, train_loss, val_loss, metrics, optimizer, seconds, class_names) -> dict:
-    row: dict[str, Any] = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "val_loss": val_loss if val_loss is not None else float("nan"),
-        "lr": optimizer.param_groups[0]["lr"],
-        "seconds": round(seconds, 1),
-    }
-    if metrics is not None:
-        row["val_pixel_accuracy"] = metrics["pixel_accuracy"]
-        row["val_mean_dice_scored"] = metrics["mean_dice_scored"]
-        row["val_mean_dice_layers"] = metrics["mean_dice_layers"]
-        for c, d in enumerate(metrics["dice"]):
-            row[f"val_dice_{c}_{class_names[c]}"] = float(d)
-    return row
-
-
-def _training_record(config, info, row, epoch, dev, world, seconds) -> dict:
-    record = dict(info or {})
-    record.update(
-        {
-            "fit_config": config.to_dict(),
-            "epoch": epoch,
-            "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-            "train_loss": row["train_loss"],
-            "hardware": {
-                "device": str(dev),
-                "world_size": world,
-                "platform": platform.platform(),
-                "processor": platform.processor() or platform.machine(),
-                "torch": str(torch.__version__),
-                "torch_threads": torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-            },
-            "seconds_to_this_epoch": round(seconds, 1),
-        }
-    )
-    return _plain(record)
-
-
-def _plain(obj: Any) -> Any:
-    """Plain Python containers and scalars only: checkpoints must load with ``weights_only=True``."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (bool, int, float, type(None))):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
-def _write_csv(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    fields = list(history[-1].keys())
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buf.getvalue())

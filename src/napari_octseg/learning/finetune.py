@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import Dataset
 
 from .. import __version__
 from ..core.errors import Cancelled, InputError, LabelError
@@ -51,6 +48,8 @@ from .finetune_data import (
     self_replay_bscans,
 )
 from .finetune_options import FinetuneOptions, FinetuneResult, check_out_path
+from .finetune_recipe import Mixture, batchnorm_in_eval, self_replay
+from .records import plain, plain_dict
 
 #: Smallest B-scan side (pixels) fine-tuning accepts: its random crops need room to move.
 MIN_BSCAN_SIDE = 16
@@ -94,76 +93,15 @@ def _validate(
 # --------------------------------------------------------------------------- data
 
 
-class _Mixture(Dataset):
-    """Each epoch: ``n_user`` items cycling over the corrected B-scans, then ``n_replay`` random replay items."""
-
-    def __init__(self, user: Dataset, n_user: int, replay: Dataset | None, n_replay: int, seed: int) -> None:
-        self.user, self.n_user = user, n_user
-        self.replay, self.n_replay = replay, n_replay if replay is not None else 0
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return self.n_user + self.n_replay
-
-    def __getitem__(self, i: int) -> Any:
-        if i < self.n_user:
-            return self.user[i % len(self.user)]
-        return self.replay[int(self.rng.integers(len(self.replay)))]  # type: ignore[arg-type]
-
-
-@contextlib.contextmanager
-def _batchnorm_in_eval(model: nn.Module) -> Iterator[None]:
-    """Keep every BatchNorm layer in inference mode while ``model`` trains.
-
-    With a batch of 2-4 crops the batch statistics are noise; the base model's running statistics
-    (from its large training set) are the better estimate, and keeping them fixed is part of what
-    stops the network drifting away from what it knew.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.train = _stay_eval.__get__(m)  # type: ignore[method-assign]
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in norms:
-            del m.train
-
-
-def _stay_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(self, False)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON types (the checkpoint loads with ``weights_only=True``)."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def _base_summary(base: LoadedModel) -> dict[str, Any]:
     summary = {k: v for k, v in base.training.items() if k not in ("history",)}
-    return {"source": base.source, "training": _plain(summary)}
+    return {"source": base.source, "training": plain(summary)}
 
 
 def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _self_replay(
-    volume: OctVolume, base: LoadedModel, dev: torch.device, cancel: Callable[[], bool] | None
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Normalised images and the base model's labels of ``volume``'s B-scans (lists of (depth, width))."""
-    from ..core.progress import run_generator
-    from ..inference import segment
-
-    try:
-        result = run_generator(segment(volume, base, device=dev, cancel=cancel))
-    except Cancelled:
-        raise Cancelled("fine-tuning cancelled; no checkpoint was written") from None
-    gm = volume_grid(volume.shape, volume.scale_um, base.pixel_spacing_um)
-    images = normalize_bscans(to_model_grid(volume.display_data(), gm), base.normalization)
-    return list(images), list(to_model_grid(result.labels, gm, nearest=True))
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -262,11 +200,11 @@ def finetune(
         "base_model": _base_summary(base),
         "bscans": picked,
         "n_bscans_in_volume": volume.n_bscans,
-        "data": _plain(dict(data_source or {})),
+        "data": plain(dict(data_source or {})),
         "replay": None if replay is None else {"source": replay.source, "n_bscans": len(replay.images)},
         "self_replay": {"bscans": own, "labels": "the base model's segmentation"} if own else None,
         **config,
-        "options": _plain(asdict(opts)),
+        "options": plain(asdict(opts)),
         "device": str(dev),
         "package_version": __version__,
     }
@@ -312,13 +250,13 @@ def _run(
     replay_x = list(replay_images or [])
     replay_y = list(replay.labels) if replay is not None else []
     if own_volume is not None:
-        own_x, own_y = _self_replay(own_volume, base, dev, cancel)
+        own_x, own_y = self_replay(own_volume, base, dev, cancel)
         replay_x, replay_y = replay_x + own_x, replay_y + own_y
     replay_ds, n_replay = None, 0
     if replay_x:
         replay_ds = SegDataset(replay_x, replay_y, augment=True, crop=crop)
         n_replay = int(round(opts.samples_per_epoch * opts.replay_fraction / (1.0 - opts.replay_fraction)))
-    train = _Mixture(user, opts.samples_per_epoch, replay_ds, n_replay, opts.seed)
+    train = Mixture(user, opts.samples_per_epoch, replay_ds, n_replay, opts.seed)
     val = SegDataset(list(images), list(labels), augment=False, crop=None)
     fit_config = FitConfig(
         **config,
@@ -331,13 +269,14 @@ def _run(
     fit_result = None
     picked = list(record["bscans"])
     try:
-        with _batchnorm_in_eval(model) if opts.freeze_batchnorm else contextlib.nullcontext():
-            fit_result = yield from fit(model, train, val, fit_config, device=dev, cancel=cancel)
-        if fit_result.stopped_reason == "cancelled":
-            raise Cancelled("fine-tuning cancelled; no checkpoint was written")
-        history = _plain(list(fit_result.history))
+        with batchnorm_in_eval(model) if opts.freeze_batchnorm else contextlib.nullcontext():
+            try:
+                fit_result = yield from fit(model, train, val, fit_config, device=dev, cancel=cancel)
+            except Cancelled:
+                raise Cancelled("fine-tuning cancelled; no checkpoint was written") from None
+        history = [plain_dict(row) for row in fit_result.history]
         seconds = time.perf_counter() - t0
-        if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1:
+        if fit_result.stopped_reason == "diverged" or fit_result.best_epoch < 1 or fit_result.model is None:
             return FinetuneResult(
                 model=base,
                 checkpoint_path=None,
@@ -354,7 +293,7 @@ def _run(
             {
                 "epochs_run": len(history),
                 "best_epoch": fit_result.best_epoch,
-                "best_loss_on_corrections": _plain(fit_result.best_val_loss),
+                "best_loss_on_corrections": plain(fit_result.best_val_loss),
                 "stopped_reason": fit_result.stopped_reason,
                 "samples_per_epoch": len(train),
                 "batch_size": fit_config.batch_size,

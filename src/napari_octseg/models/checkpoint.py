@@ -46,6 +46,7 @@ class LoadedModel:
     normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     training: dict = field(default_factory=dict)
     source: str = "<memory>"
+    decoding: dict = field(default_factory=dict)
 
     @property
     def config(self) -> SegNetConfig:
@@ -63,6 +64,17 @@ class LoadedModel:
             return None
         return (float(spacing[0]), float(spacing[1]))
 
+    @property
+    def boundary_offsets_px(self) -> tuple[float, ...] | None:
+        """Signed shifts (model-grid rows, + = deeper) of the 8 boundaries ILM .. BM, or ``None``.
+
+        A calibration measured after training (``training/calibrate_boundaries.py``) that removes the
+        network's systematic lean per boundary; the anatomical decoding adds it to each sub-pixel edge.
+        Fine-tuned models do not inherit it: they learn from labels that already carry it.
+        """
+        offsets = self.decoding.get("boundary_offsets_px")
+        return None if offsets is None else tuple(float(v) for v in offsets)
+
 
 def save_checkpoint(
     path: str | os.PathLike,
@@ -71,6 +83,7 @@ def save_checkpoint(
     class_names: tuple[str, ...] | list[str] = CLASS_NAMES,
     normalization: dict | None = None,
     training: dict[str, Any] | None = None,
+    decoding: dict[str, Any] | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write ``model`` and its description to ``path`` atomically; return the path.
@@ -78,11 +91,13 @@ def save_checkpoint(
     The archive is built in memory and then written with plain file writes, so a full disk is an
     ``OSError`` (``No space left on device``) rather than torch's internal assertion; the temporary is
     removed and an existing ``path`` kept. With ``overwrite=False`` an existing ``path`` (another run's
-    output, created meanwhile) is never replaced.
+    output, created meanwhile) is never replaced. ``decoding`` (optional) holds a boundary calibration
+    (:attr:`LoadedModel.boundary_offsets_px`).
     """
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
-    config: SegNetConfig = model.config  # type: ignore[assignment]
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(net, SegNet):
+        raise TypeError(f"only a SegNet can be saved as a checkpoint, not a {type(net).__name__}")
+    config = net.config
     payload = {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
@@ -90,8 +105,10 @@ def save_checkpoint(
         "class_names": list(class_names),
         "normalization": dict(normalization or DEFAULT_NORMALIZATION),
         "training": dict(training or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
+    if decoding:
+        payload["decoding"] = dict(decoding)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
@@ -144,4 +161,5 @@ def checkpoint_from_dict(payload: Any, source: str = "<memory>", device: str | t
         normalization=dict(valid.normalization),
         training=dict(valid.training),
         source=source,
+        decoding=dict(valid.decoding),
     )

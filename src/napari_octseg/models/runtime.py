@@ -41,5 +41,6 @@ def inference_network(net: nn.Module, device: torch.device) -> nn.Module:
     fast = _fuse_conv_bn(copy.deepcopy(net).eval()).to(device)
     if device.type in ("cpu", "cuda"):
         # oneDNN and cuDNN run these small-channel convs markedly faster in NHWC
-        fast = fast.to(memory_format=torch.channels_last)
+        # (Module.to accepts memory_format at run time; torch's overload stubs leave it out)
+        fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return fast

@@ -8,7 +8,8 @@ everything as one class. So, in this order and each as a one-line :class:`Checkp
 1. the file (:func:`check_checkpoint_file`): a torch zip archive whose directory claims no more than
    :data:`MAX_CHECKPOINT_BYTES` and no decompression bomb, read before ``torch.load`` inflates anything;
 2. the fields (:func:`validate_payload`): types and ranges of ``format_version``, ``config`` (widths,
-   depth, classes, dropout...), ``class_names``, ``normalization`` and ``training`` (size and depth);
+   depth, classes, dropout...), ``class_names``, ``normalization``, ``training`` (size and depth) and the
+   optional ``decoding`` calibration (8 finite boundary offsets of at most :data:`MAX_BOUNDARY_OFFSET_PX`);
 3. the tensors: names, shapes and dtypes of the state dict against those the config implies, computed
    on the ``meta`` device (no memory), then finite, plausible values and non-negative BatchNorm variances.
 """
@@ -36,6 +37,10 @@ MAX_ABS_WEIGHT: float = 1e6
 MAX_TRAINING_DEPTH, MAX_TRAINING_ITEMS, MAX_TRAINING_TEXT = 16, 200_000, 1 << 20
 #: Largest accepted tensor data inside ``training`` (it holds a summary, not weights).
 MAX_TRAINING_TENSOR_BYTES: int = 1 << 20
+#: Largest accepted boundary calibration offset, in model-grid rows (measured leans are ~1 row).
+MAX_BOUNDARY_OFFSET_PX: float = 4.0
+#: Boundaries of the Duke scheme a calibration shifts (ILM .. BM).
+N_BOUNDARIES = 8
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _CONFIG_KEYS = {"in_channels", "n_classes", "widths", "batch_norm", "dropout", "architecture"}
 
@@ -48,6 +53,7 @@ class ValidPayload:
     class_names: tuple[str, ...]
     normalization: dict
     training: dict
+    decoding: dict
 
 
 def _bad(source: str, problem: str) -> CheckpointError:
@@ -136,6 +142,35 @@ def _normalization(source: str, raw: Any) -> dict:
     if not values[0] < values[1]:
         raise _bad(source, f"normalization low ({values[0]}) must be below high ({values[1]})")
     return dict(raw)
+
+
+def _decoding(source: str, raw: Any, n_classes: int) -> dict:
+    """The optional boundary calibration: ``{"boundary_offsets_px": [8 floats], "calibrated_on": str}``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - {"boundary_offsets_px", "calibrated_on", "method"}:
+        raise _bad(source, "decoding must be a dict with boundary_offsets_px, calibrated_on and method")
+    for key in ("calibrated_on", "method"):
+        if key in raw and (not isinstance(raw[key], str) or len(raw[key]) > 1000):
+            raise _bad(source, f"decoding {key} must be a short text")
+    offsets = raw.get("boundary_offsets_px")
+    if offsets is None:
+        return dict(raw)
+    ok = isinstance(offsets, (list, tuple)) and len(offsets) == N_BOUNDARIES and n_classes == N_BOUNDARIES + 2
+    ok = ok and all(
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and abs(v) <= MAX_BOUNDARY_OFFSET_PX
+        for v in offsets
+    )
+    if not ok:
+        raise _bad(
+            source,
+            f"decoding boundary_offsets_px must be {N_BOUNDARIES} finite rows within ±{MAX_BOUNDARY_OFFSET_PX:g} "
+            f"for a 10-class model; got {offsets!r:.60}",
+        )
+    return {**raw, "boundary_offsets_px": [float(v) for v in offsets]}
 
 
 def _training(source: str, raw: Any) -> dict:
@@ -239,5 +274,6 @@ def validate_payload(payload: Any, source: str) -> ValidPayload:
     class_names = _class_names(source, payload["class_names"], config.n_classes)
     normalization = _normalization(source, payload["normalization"])
     training = _training(source, payload.get("training"))
+    decoding = _decoding(source, payload.get("decoding"), config.n_classes)
     _tensors(source, payload["state_dict"], config)
-    return ValidPayload(config, class_names, normalization, training)
+    return ValidPayload(config, class_names, normalization, training, decoding)

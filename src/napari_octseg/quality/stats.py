@@ -134,7 +134,7 @@ def _retina_extent(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """Per A-scan: has a layer pixel, first and last row of a layer pixel (classes 1-7); (n, W) each."""
     depth = labels.shape[1]
     layer = (labels >= min(LAYER_CLASSES)) & (labels <= max(LAYER_CLASSES))
-    present = layer.any(axis=1)
+    present = np.asarray(layer.any(axis=1))
     first = np.where(present, layer.argmax(axis=1), depth)
     last = np.where(present, depth - 1 - layer[:, ::-1].argmax(axis=1), -1)
     return present, first, last

@@ -1,0 +1,101 @@
+"""Boundary surfaces as polylines, one per B-scan and gap-free run: what a viewer draws over the B-scans.
+
+A surface is a height map (n_bscans, width) of rows in pixels, NaN where absent
+(:func:`napari_octseg.core.boundaries.boundaries`, the device lines of a ``.vol``). Its polyline on
+B-scan ``i`` has vertices ``(i, row + row_offset, column)`` in pixels; a NaN splits it into several.
+Vertices where the line goes straight on are dropped (the drawn line is the same, with far fewer
+vertices to triangulate), so a path's rows at the surface's columns are recovered exactly by linear
+interpolation between its vertices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classes import BOUNDARY_NAMES, CLASS_COLORS
+
+#: RGBA colour (0-1) of each boundary of ``BOUNDARY_NAMES``: that of the layer class just below it
+#: (boundary ``k`` is the top edge of class ``k + 1``, as in the class legend); BM, above the uncoloured
+#: choroid, is violet, a colour no class has.
+BOUNDARY_COLORS: tuple[tuple[float, float, float, float], ...] = (
+    *(CLASS_COLORS[k + 1] for k in range(len(BOUNDARY_NAMES) - 1)),
+    (0.58, 0.40, 1.00, 1.0),
+)
+
+#: Row offset that puts a label-derived boundary on the edge between two pixels when pixel ``r`` is
+#: drawn centred on ``r`` (napari): boundary ``b`` is the top edge of row ``b``.
+PIXEL_EDGE_OFFSET = -0.5
+
+
+@dataclass
+class SurfacePaths:
+    """Polylines of surfaces.
+
+    Attributes
+    ----------
+    vertices
+        One float32 (m, 3) array per path, m >= 2: (B-scan, row, column) in pixels, columns increasing.
+    surface
+        int (n_paths,): index of the surface (first axis of the input) each path belongs to.
+    bscan
+        int (n_paths,): B-scan of each path.
+    """
+
+    vertices: list[np.ndarray]
+    surface: np.ndarray
+    bscan: np.ndarray
+
+
+def finite_runs(row: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) index ranges of consecutive finite values in the 1-D array ``row``."""
+    finite = np.concatenate([[False], np.isfinite(row), [False]])
+    edges = np.flatnonzero(np.diff(finite.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _turning_points(rows: np.ndarray) -> np.ndarray:
+    """Indices of ``rows`` (unit column steps) where the line bends, plus both ends."""
+    if rows.size <= 2:
+        return np.arange(rows.size)
+    bends = np.flatnonzero(np.abs(np.diff(rows, 2)) > 1e-6) + 1
+    return np.concatenate([[0], bends, [rows.size - 1]])
+
+
+def surface_paths(surfaces: np.ndarray, row_offset: float = 0.0) -> SurfacePaths:
+    """Polylines of every surface on every B-scan.
+
+    Parameters
+    ----------
+    surfaces
+        (n_surfaces, n_bscans, width) rows in pixels, NaN where absent (e.g. the 8 boundaries).
+    row_offset
+        Added to every row (``PIXEL_EDGE_OFFSET`` draws label-derived boundaries on pixel edges).
+
+    Returns
+    -------
+    SurfacePaths
+        Paths ordered by surface, then B-scan, then column; runs of a single A-scan are left out.
+    """
+    s = np.asarray(surfaces, dtype=np.float32)
+    if s.ndim != 3:
+        raise ValueError(f"surfaces must be (n_surfaces, n_bscans, width); got shape {s.shape}")
+    vertices: list[np.ndarray] = []
+    surface: list[int] = []
+    bscan: list[int] = []
+    for k in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            row = s[k, i]
+            for start, stop in finite_runs(row):
+                if stop - start < 2:
+                    continue
+                keep = _turning_points(row[start:stop]) + start
+                cols = keep.astype(np.float32)
+                vertices.append(np.column_stack([np.full_like(cols, i), row[keep] + np.float32(row_offset), cols]))
+                surface.append(k)
+                bscan.append(i)
+    return SurfacePaths(vertices, np.asarray(surface, dtype=int), np.asarray(bscan, dtype=int))
+
+
+__all__ = ["BOUNDARY_COLORS", "PIXEL_EDGE_OFFSET", "SurfacePaths", "finite_runs", "surface_paths"]

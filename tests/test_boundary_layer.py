@@ -1,0 +1,156 @@
+"""Boundary surfaces as polylines (core) and as a napari Shapes layer (Segment dock, labels files)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_octseg.core.boundaries import boundaries, labels_from_boundaries
+from napari_octseg.core.classes import BOUNDARY_NAMES, CLASS_COLORS
+from napari_octseg.core.surface_paths import BOUNDARY_COLORS, PIXEL_EDGE_OFFSET, finite_runs, surface_paths
+
+SCALE = (120.0, 3.9, 11.3)
+
+
+def _rows_of(path: np.ndarray, width: int) -> np.ndarray:
+    """The path's row at every column 0..width-1 (NaN outside it), by linear interpolation of its vertices."""
+    cols = np.arange(width, dtype=np.float64)
+    rows = np.interp(cols, path[:, -1], path[:, -2])
+    rows[(cols < path[0, -1]) | (cols > path[-1, -1])] = np.nan
+    return rows
+
+
+def _surfaces_from_paths(paths, shape) -> np.ndarray:
+    """Rebuild (n_surfaces, n_bscans, width) from paths (NaN where no path passes)."""
+    out = np.full(shape, np.nan)
+    for vertices, k, i in zip(paths.vertices, paths.surface, paths.bscan):
+        rows = _rows_of(vertices, shape[2])
+        out[k, i] = np.where(np.isfinite(rows), rows, out[k, i])
+    return out
+
+
+def _known_surfaces(n=3, width=40) -> np.ndarray:
+    """Eight ordered, curved surfaces (rows in px) on ``n`` B-scans, with a gap and a lone A-scan in BM."""
+    cols = np.arange(width)
+    base = 8 + 3 * np.sin(cols / 6.0)
+    s = np.stack([np.stack([base + 4 * k + i for i in range(n)]) for k in range(8)]).round().astype(np.float32)
+    s[7, 1, 10:14] = np.nan  # a gap: BM on B-scan 1 becomes two paths
+    s[7, 2, 1] = np.nan  # column 0 alone: a one-A-scan run is not a path
+    return s
+
+
+def test_finite_runs():
+    assert finite_runs(np.array([np.nan, 1, 2, np.nan, 3, np.nan, np.nan, 4, 5, 6])) == [(1, 3), (4, 5), (7, 10)]
+    assert finite_runs(np.array([np.nan, np.nan])) == []
+
+
+def test_paths_give_back_the_surfaces_exactly():
+    s = _known_surfaces()
+    paths = surface_paths(s)
+    assert all(v.dtype == np.float32 and v.shape[1] == 3 for v in paths.vertices)
+    for v, i in zip(paths.vertices, paths.bscan):
+        assert (v[:, 0] == i).all() and (np.diff(v[:, 2]) > 0).all()  # on one B-scan, columns increasing
+    expected = s.astype(np.float64).copy()
+    expected[7, 2, 0] = np.nan  # the lone A-scan
+    np.testing.assert_array_equal(_surfaces_from_paths(paths, s.shape), expected)
+    assert ((paths.surface == 7) & (paths.bscan == 1)).sum() == 2  # split at the gap
+    # straight stretches keep only their ends: fewer vertices than A-scans
+    assert sum(len(v) for v in paths.vertices) < np.isfinite(s).sum()
+
+
+def test_row_offset_and_bad_shape():
+    s = _known_surfaces()
+    shifted = surface_paths(s, row_offset=PIXEL_EDGE_OFFSET)
+    plain = surface_paths(s)
+    for a, b in zip(shifted.vertices, plain.vertices):
+        np.testing.assert_allclose(a[:, 1], b[:, 1] - 0.5)
+    with pytest.raises(ValueError, match="n_surfaces"):
+        surface_paths(s[0])
+
+
+def test_boundary_colours_follow_the_class_legend():
+    assert len(BOUNDARY_COLORS) == len(BOUNDARY_NAMES) == 8
+    for k in range(7):
+        assert BOUNDARY_COLORS[k] == CLASS_COLORS[k + 1]  # the colour of the layer just below
+    assert len({c[:3] for c in BOUNDARY_COLORS}) == 8 and BOUNDARY_COLORS[7][3] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- napari
+
+
+def _labels(n=3, width=40, depth=60) -> np.ndarray:
+    labels = labels_from_boundaries(_known_surfaces(n, width), depth)
+    labels[1, 30:33, 20:24] = 9  # a cyst in the ONL: surfaces as octseg thickness computes them
+    return labels
+
+
+def _check_layer(layer, labels, scale):
+    """Shapes paths of ``layer`` reproduce ``core.boundaries(labels)`` (pixel edge: row - 0.5), colours, scale."""
+    from napari_octseg._napari.boundary_layer import BOUNDARIES_KEY
+
+    core = boundaries(labels)
+    assert type(layer).__name__ == "Shapes" and set(layer.shape_type) == {"path"}
+    np.testing.assert_allclose(layer.scale, scale)
+    assert all(str(u) == "micrometer" for u in layer.units)
+    names = list(layer.features["boundary"])
+    bscans = list(layer.features["bscan"])
+    rebuilt = np.full(core.shape, np.nan)
+    for vertices, name, i, color in zip(layer.data, names, bscans, layer.edge_color):
+        k = BOUNDARY_NAMES.index(name)
+        assert (vertices[:, 0] == i).all()
+        np.testing.assert_allclose(color, BOUNDARY_COLORS[k], atol=1 / 255)
+        rows = _rows_of(vertices, core.shape[2]) - PIXEL_EDGE_OFFSET
+        rebuilt[k, i] = np.where(np.isfinite(rows), rows, rebuilt[k, i])
+    lone = np.isfinite(core) & np.isnan(rebuilt)  # single-A-scan runs are not drawn
+    np.testing.assert_allclose(rebuilt[~lone], core[~lone], atol=1e-4)
+    padded = np.pad(core, ((0, 0), (0, 0), (1, 1)), constant_values=np.nan)
+    for k, i, j in zip(*np.nonzero(lone)):
+        assert np.isnan(padded[k, i, j]) and np.isnan(padded[k, i, j + 2]), (k, i, j)
+    assert layer.metadata[BOUNDARIES_KEY]["boundary_names"] == list(BOUNDARY_NAMES)
+
+
+@pytest.mark.gui
+def test_segment_dock_adds_the_boundary_layer(make_napari_viewer, monkeypatch):
+    pytest.importorskip("napari")
+    from napari_octseg._napari import segment_widget as sw
+    from napari_octseg.core.classes import CLASS_NAMES
+    from napari_octseg.inference import SegmentationResult
+
+    viewer = make_napari_viewer()
+    labels = _labels()
+    image = viewer.add_image(np.zeros(labels.shape, np.float32), name="scan", scale=SCALE, units=("µm",) * 3)
+    widget = sw.SegmentWidget(viewer)
+    assert widget.boundaries_check.value  # on by default
+    result = SegmentationResult(labels, None, "cpu", 0.1, 1, class_names=CLASS_NAMES)
+    widget._show_result((image, type("M", (), {"source": "<test>"})(), result))
+    assert [layer.name for layer in viewer.layers] == ["scan", "scan labels", "boundaries · scan"]
+    lines = viewer.layers["boundaries · scan"]
+    _check_layer(lines, labels, SCALE)
+    assert viewer.layers.selection.active is viewer.layers["scan labels"]  # the brush stays on the labels
+
+    # only the current B-scan's lines are drawn
+    viewer.dims.set_point(0, 1 * SCALE[0])
+    viewer.dims.current_step = (1, 0, 0)
+    in_view = set(lines._view_indices.tolist())  # the shapes napari draws on this slice
+    assert in_view and {list(lines.features["bscan"])[j] for j in in_view} == {1}
+
+    widget.boundaries_check.value = False
+    widget._show_result((image, type("M", (), {"source": "<test>"})(), result))
+    assert [layer.name for layer in viewer.layers][-1] == "scan labels [2]"
+
+
+@pytest.mark.gui
+def test_labels_file_opens_with_its_boundary_layer(make_napari_viewer, tmp_path):
+    from napari_octseg._napari.reader import get_reader
+    from napari_octseg.io.labels import write_labels_file
+
+    labels = _labels()
+    scan = tmp_path / "S01.vol"
+    tif, _ = write_labels_file(tmp_path / "S01.labels.tif", labels, scale_um=SCALE, source={"file": str(scan)})
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tif), plugin="napari-octseg")
+    assert [layer.name for layer in layers] == ["S01.labels", "boundaries · S01.vol"]
+    _check_layer(layers[1], labels, SCALE)
+    # other class schemes have no such boundaries: no lines layer
+    other = write_labels_file(tmp_path / "X.labels.tif", labels.clip(0, 3), ["a", "b", "c", "d"], scale_um=SCALE)[0]
+    assert [kind for _, _, kind in get_reader(str(other))(None)] == ["labels"]
