@@ -13,18 +13,28 @@
    the trained network and of the same network with every weight re-initialised (median over classes
    and B-scans; whole-B-scan scores, so that the random network's maps are not empty); near 0 = the
    maps depend on the learned weights.
-3. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
+3. Region vs whole B-scan: for each class on ``--region-bscans`` B-scans per subject, two rectangles a
+   user might draw over it (96 columns, the class's rows there +- 8 px); the region's map (Seg-Grad-CAM,
+   the class's mean logit over the box) against the maps for the class's own pixels (the default
+   question) and for every pixel (the dock's "whole B-scan"): Spearman rank correlation, and the share
+   of each map's mass inside the box.
+4. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
    segment it (median of ``--repeats`` alternated runs). The CPU may be shared: the load average is printed.
 
 Results: ``benchmarks/results/gradcam_deletion.csv`` (per layer and class), ``gradcam_layers.csv`` (per
 layer: the summary used to choose the default), ``gradcam_deletion_rows_<subjects>.csv`` (every curve's
-area), ``gradcam_randomisation.csv``, ``gradcam_speed.csv``. On a shared CPU the parts can run as separate
+area), ``gradcam_region.csv`` (per layer) and ``gradcam_region_rows_<subjects>.csv`` (every question),
+``gradcam_randomisation.csv``, ``gradcam_speed.csv``. On a shared CPU the parts can run as separate
 processes (``--subjects 7 --skip-speed --skip-randomisation``, ...) and ``--summarise`` merges the rows.
 
 Usage::
 
     python benchmarks/bench_gradcam.py [--model PATH] [--layers decoder.1 decoder.2 decoder.3 bottleneck]
-        [--bscans 2] [--threads 1] [--repeats 3] [--skip-speed] [--out benchmarks/results]
+        [--bscans 2] [--region-bscans 2] [--fractions 0.01 0.03 0.1 0.3] [--threads 1] [--repeats 3]
+        [--skip-deletion] [--skip-region] [--skip-randomisation] [--skip-speed] [--out benchmarks/results]
+
+The figures in the README: ``--bscans 2`` (deletion), then ``--region-bscans 1 --skip-deletion`` (region
+and randomisation), then ``--repeats 5`` with the other parts skipped (cost).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _gradcam_region import bench_region, summarise_region
 from torch import nn
 
 from napari_octseg.core.classes import CLASS_NAMES, SCORED_CLASSES
@@ -252,6 +263,8 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-deletion", action="store_true")
     parser.add_argument("--skip-randomisation", action="store_true")
+    parser.add_argument("--skip-region", action="store_true")
+    parser.add_argument("--region-bscans", type=int, default=2, help="B-scans per subject for region vs whole")
     parser.add_argument("--subjects", type=int, nargs="+", default=list(VALIDATION), help="Duke subjects to use")
     parser.add_argument(
         "--summarise",
@@ -286,6 +299,14 @@ def main() -> None:
         _print_table(per_layer)
         _write_csv(per_class, args.out / "gradcam_deletion.csv")
         _write_csv(per_layer, args.out / "gradcam_layers.csv")
+    if not args.skip_region:
+        print(f"\nRegion vs whole B-scan, {args.region_bscans} B-scan(s) of each of subjects {subjects}:")
+        scans = [(s, int(b), img) for s in subjects for img, b in zip(*_bscans(s, args.region_bscans), strict=True)]
+        rows = bench_region(model, ["decoder", *args.layers], scans)
+        _write_csv(rows, args.out / f"gradcam_region_rows_{tag}.csv")
+        rows = summarise_region(rows)
+        _print_table(rows)
+        _write_csv(rows, args.out / "gradcam_region.csv")
     if not args.skip_randomisation:
         rows = bench_randomisation(model, ["decoder", *args.layers], subjects)
         print("\nModel randomisation (trained vs re-initialised network, Spearman of the maps):")

@@ -166,11 +166,14 @@ on the 2 cores: other jobs shared the machine, so this is a lower bound. `benchm
 measures the bare network on an idle machine.
 
 ## Explanations
-Grad-CAM heatmaps (`octseg gradcam`, the Explain dock) show which pixels raised a class's score at a chosen
-layer; they are not a record of "what the network looked at". At the paper's layers (`decoder`, `final`) a
-heatmap is a rescaled class-score map. Whether this model's maps are faithful at each layer (deletion curves
-against random order and the score map, and the model-randomisation check) is measured by
-`python benchmarks/bench_gradcam.py --model <this checkpoint>`; rerun it after retraining.
+Grad-CAM heatmaps (`octseg gradcam`, the Explain dock) show where the features that raised a class's score
+respond at a chosen layer; they are not a record of "what the network looked at". At the paper's layers
+(`decoder`, `final`) a heatmap is a rescaled class-score map, the same for every question; at the coarser
+layers a region's map keeps much of its class's pattern (the question reweights the channels, not where
+they respond). Whether this model's maps are faithful at each layer (deletion curves against random order
+and the score map), depend on its weights (model randomisation), change with the question (region vs whole
+B-scan) and what they cost is measured by `python benchmarks/bench_gradcam.py --model <this checkpoint>`;
+none of it is measured when bundling.
 
 ## Limitations
 - Trained on 66 B-scans of 6 DME patients from one device (Spectralis); other scanners, pathologies

@@ -31,7 +31,7 @@ from ..core.errors import InputError
 from ..core.progress import Progress
 from ..explain import GradCamResult, gradcam
 from ..explain.export import write_table
-from ..explain.layers import DEFAULT_LAYER, LAYER_DESCRIPTIONS, describe_layer
+from ..explain.layers import DEFAULT_LAYER, LAYER_DESCRIPTIONS, REGION_NOTE, describe_layer
 from ..models.registry import load_model
 from ._common import Image, short_name, unique_layer_name, volume_from_layer
 from ._explain_region import QUESTIONS, REGION_QUESTIONS, region_from_layers
@@ -73,6 +73,14 @@ def heatmap_layer_name(class_name: str, image_name: str) -> str:
     return f"Grad-CAM {class_name} · {short_name(image_name)}"
 
 
+def question_text(result: GradCamResult) -> str:
+    """The question a result answers, in the dock's words (``region in B-scan 5``, ``whole B-scan``, ...)."""
+    if result.target == "region":
+        scans = ", ".join(str(b) for b in result.bscans)
+        return f"region in B-scan {scans}"
+    return "whole B-scan" if result.target == "image" else "each class's predicted pixels"
+
+
 class ExplainWidget(ModelJobWidget):
     """Per-class Grad-CAM heatmaps of an OCT image layer, as colour-mapped image layers."""
 
@@ -105,7 +113,10 @@ class ExplainWidget(ModelJobWidget):
             label="question",
             choices=QUESTIONS,
             value="predicted",
-            tooltip="what each class's score is taken over: its predicted pixels, the whole B-scan, or a region",
+            tooltip=(
+                "what each class's score is taken over: its predicted pixels, the whole B-scan, or a region; "
+                f"for a region, {REGION_NOTE}"
+            ),
         )
         self.region_layer = ComboBox(
             label="region layer",
@@ -260,7 +271,8 @@ class ExplainWidget(ModelJobWidget):
         self._labels_toggled(self.show_labels.value)
         self._viewer.layers.selection.active = image
         self.status.value = (
-            f"added {len(layers)} heatmap layer(s) ({result.layer}) in {result.seconds:.1f} s on {result.device}"
+            f"added {len(layers)} heatmap layer(s) ({result.layer}; question: {question_text(result)}) "
+            f"in {result.seconds:.1f} s on {result.device}"
         )
         return list(layers.values())
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import InputError, OctsegError
 from ..explain.export import HEATMAP_DTYPES, write_table
-from ..explain.layers import DEFAULT_LAYER, describe_layer
+from ..explain.layers import DEFAULT_LAYER, REGION_NOTE, describe_layer
 from ._batch import BatchSpec, Outcome, run_batch
 from ._common import (
     add_input_options,
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "existing files are kept unless --force. At the paper's layers 'decoder' and "
             "'final' only the 1x1 classifier follows, so the map is a rescaled class-score map (the same for "
             "every question); the default layer is a coarser decoder level whose maps carry context, chosen by "
-            "the deletion-curve benchmark (benchmarks/bench_gradcam.py)."
+            "benchmarks/bench_gradcam.py (deletion curves, region questions, randomisation, cost; README)."
         ),
     )
     add_input_options(p)
@@ -79,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="B,Y0,X0,Y1,X1",
         help=(
             "explain each class's score over this rectangle of B-scan B (rows Y0..Y1, columns X0..X1 in "
-            "pixels, end excluded) instead of --target; only that B-scan is computed"
+            "pixels, end excluded) instead of --target; only that B-scan is computed. At the context layers "
+            f"{REGION_NOTE}"
         ),
     )
     p.add_argument("--table", type=Path, default=None, metavar="CSV", help="also write the per-class table as CSV")

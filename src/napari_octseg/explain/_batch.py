@@ -134,11 +134,20 @@ def gradcam_batch(
         captured["leaf"] = leaf
         return leaf
 
+    def top_hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        captured["top"] = output
+
     was_training = net.training
     grad_flags = [p.requires_grad for p in net.parameters()]
     handle = module.register_forward_hook(hook)
+    handles = [handle]
     try:
         net.eval()
+        # The classifier's input (the paper's "decoder" layer): when only the 1x1 classifier follows it,
+        # the backward passes start there, seeded through the classifier in closed form.
+        top = net.pointwise_head("decoder") if head is None and isinstance(net, HasPointwiseHead) else None
+        if top is not None:
+            handles.append(layer_module(net, "decoder").register_forward_hook(top_hook))
         for p in net.parameters():
             p.requires_grad_(False)
         with torch.inference_mode(False), torch.set_grad_enabled(head is None):
@@ -150,13 +159,18 @@ def gradcam_batch(
                 footprint = None
                 if share_passes and isinstance(net, HasGradCamFootprint):
                     footprint = net.gradcam_footprint(layer)
-                grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint)
+                start = captured.get("top")
+                if top is not None and start is not None and start.requires_grad:
+                    grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint, (start, top))
+                else:
+                    grads = _channel_grads(logits, captured["leaf"], classes, weights, footprint)
             else:
                 # d score_k / d A[p] = weights_k[p] * head[class_k] at every pixel: the backward pass
                 # would only sum this over the pixels, which the pixel weights' sums give directly.
                 idx = torch.as_tensor(list(classes), device=x.device)
                 grads = weights.sum((-2, -1)).transpose(0, 1)[..., None] * head.to(logits.dtype)[idx][:, None, :]
         del logits
+        captured.pop("top", None)
         # Sum over the layer's pixels / pixel count = Grad-CAM's global average of the gradients.
         w = grads / float(activation.shape[-2] * activation.shape[-1])
         cams = F.relu(torch.einsum("kbc,bchw->kbhw", w, activation.float()))
@@ -165,7 +179,8 @@ def gradcam_batch(
             cams = F.interpolate(cams, size=padded, mode="bilinear", align_corners=False)
         return BatchGradCam(cams[..., :height, :width].contiguous(), pred, w.float())
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
         for p, flag in zip(net.parameters(), grad_flags, strict=True):
             p.requires_grad_(flag)
         net.train(was_training)
@@ -235,20 +250,33 @@ def _channel_grads(
     classes: Sequence[int],
     weights: torch.Tensor,
     footprint: tuple[int, int] | None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Gradients of every class score with respect to ``leaf`` (the layer's output), summed over its
     pixels: (len(classes), batch, channels). One backward pass per group of classes with disjoint
-    footprints, seeded with each class's d(score)/d(logits): its pixel weights in its own channel."""
+    footprints, seeded with each class's d(score)/d(logits): its pixel weights in its own channel.
+
+    ``start``: ``(top, M)``, the classifier's input (batch, channels, padded depth, padded width) and its
+    1x1 weights (n_classes, channels), when ``logits = (M @ top + b)`` cropped to the image: the passes then
+    start at ``top``, seeded with ``M^T`` of each class's pixel weights (the same gradient, without the
+    classifier's backward)."""
     idx = torch.as_tensor(list(classes), device=logits.device)
     layer_shape = (int(leaf.shape[-2]), int(leaf.shape[-1]))
     reach = _footprints(weights, footprint, layer_shape) if footprint is not None else None
     groups = _groups(reach, len(classes))
     out = torch.zeros((len(classes), *leaf.shape[:2]), dtype=leaf.dtype, device=leaf.device)
+    height, width = logits.shape[-2:]
     for n, group in enumerate(groups):
-        seed = torch.zeros_like(logits)
-        for i in group:
-            seed[:, idx[i]] = weights[:, i]
-        (g,) = torch.autograd.grad(logits, leaf, grad_outputs=seed, retain_graph=n + 1 < len(groups))
+        if start is None:
+            out_tensor, seed = logits, torch.zeros_like(logits)
+            for i in group:
+                seed[:, idx[i]] = weights[:, i]
+        else:
+            out_tensor, matrix = start
+            seed = torch.zeros_like(out_tensor)
+            rows = matrix.to(seed.dtype)[idx[group]]  # (len(group), channels)
+            seed[..., :height, :width] = torch.einsum("bkhw,kc->bchw", weights[:, group].to(seed.dtype), rows)
+        (g,) = torch.autograd.grad(out_tensor, leaf, grad_outputs=seed, retain_graph=n + 1 < len(groups))
         if len(group) == 1:
             out[group[0]] = g.sum((-2, -1))
         else:
@@ -257,6 +285,64 @@ def _channel_grads(
                 out[i] = (g * reach[i][:, None]).sum((-2, -1))
         del seed, g
     return out
+
+
+class _SkipConstantConv(nn.Module):
+    """A decoder level's first conv, whose input is ``cat([upsampled, skip])``, split in two: the skip
+    half (encoder features, constant for a Grad-CAM layer above it) is convolved without a gradient, so
+    each backward pass computes the input gradient of the upsampled half only (the same output)."""
+
+    def __init__(self, conv: nn.Conv2d, n_first: int) -> None:
+        super().__init__()
+        self.n_first = n_first
+        weight = conv.weight.detach()
+        kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+        pad = conv.padding if isinstance(conv.padding, str) else (int(conv.padding[0]), int(conv.padding[1]))
+        stride = (int(conv.stride[0]), int(conv.stride[1]))
+        dilation = (int(conv.dilation[0]), int(conv.dilation[1]))
+        out = conv.out_channels
+        self.first = nn.Conv2d(n_first, out, kernel, stride, pad, dilation, bias=False)
+        self.second = nn.Conv2d(conv.in_channels - n_first, out, kernel, stride, pad, dilation, bias=False)
+        self.first.weight = nn.Parameter(weight[:, :n_first].clone(), requires_grad=False)
+        self.second.weight = nn.Parameter(weight[:, n_first:].clone(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            rest = self.second(x[:, self.n_first :].detach())
+            if self.bias is not None:
+                rest = rest + self.bias[:, None, None]
+        return self.first(x[:, : self.n_first]) + rest
+
+
+def split_skip_convs(net: nn.Module, layer: str) -> nn.Module:
+    """Make the backward passes of Grad-CAM at ``layer`` skip the encoder features' gradient, in place.
+
+    For a SegNet, every decoder level below ``layer`` (finer than it) starts with a conv over
+    ``cat([upsampled, skip])``; the skip comes from the encoder, which runs before ``layer`` and so never
+    needs a gradient. Splitting that conv halves its backward cost (about a third of each pass) and leaves
+    the output as it was (to float rounding). Use it on a copy (``inference_network``); other networks,
+    the paper's layers and ``"bottleneck"``'s own level are left as they are.
+    """
+    decoder = getattr(net, "decoder", None)
+    if not isinstance(decoder, nn.ModuleList) or layer in ("decoder", "final"):
+        return net
+    if layer.startswith("decoder.") and layer[8:].isdigit():
+        below = range(min(int(layer[8:]), len(decoder)))
+    elif layer == "bottleneck":
+        below = range(len(decoder) - 1)  # the deepest level's skip is the bottleneck itself
+    else:
+        return net
+    for j in below:
+        block = decoder[j]
+        if not isinstance(block, nn.Sequential) or len(block) == 0:
+            continue
+        conv = block[0]
+        if isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.in_channels % 2 == 0:
+            split = _SkipConstantConv(conv, conv.in_channels // 2)
+            split.to(device=conv.weight.device)
+            block[0] = split
+    return net
 
 
 def _padded_size(net: nn.Module, height: int, width: int) -> tuple[int, int]:

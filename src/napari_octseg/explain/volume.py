@@ -46,7 +46,16 @@ from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.runtime import inference_network, release_cached
-from ._batch import REDUCTIONS, TARGETS, HasPointwiseHead, Reduction, Target, gradcam_batch, layer_module
+from ._batch import (
+    REDUCTIONS,
+    TARGETS,
+    HasPointwiseHead,
+    Reduction,
+    Target,
+    gradcam_batch,
+    layer_module,
+    split_skip_convs,
+)
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
 
@@ -242,6 +251,7 @@ def gradcam(
     if not isinstance(fast, HasPointwiseHead) or fast.pointwise_head(layer) is None:
         # the backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs omit it)
         fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
     try:
         done = 0
         for idx in batches:
