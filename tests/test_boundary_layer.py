@@ -154,3 +154,81 @@ def test_labels_file_opens_with_its_boundary_layer(make_napari_viewer, tmp_path)
     # other class schemes have no such boundaries: no lines layer
     other = write_labels_file(tmp_path / "X.labels.tif", labels.clip(0, 3), ["a", "b", "c", "d"], scale_um=SCALE)[0]
     assert [kind for _, _, kind in get_reader(str(other))(None)] == ["labels"]
+
+
+def test_paths_of_some_bscans_are_those_of_the_whole_volume():
+    from napari_octseg.core.surface_paths import boundary_paths, bscan_digests
+
+    labels = _labels()
+    whole = boundary_paths(labels)
+    some = boundary_paths(labels, [2, 1, 2])
+    expected = [(v, k, i) for v, k, i in zip(whole.vertices, whole.surface, whole.bscan) if i in (1, 2)]
+    assert len(some.vertices) == len(expected)
+    for v, k, i, (ev, ek, ei) in zip(some.vertices, some.surface, some.bscan, expected):
+        assert (k, i) == (ek, ei)
+        np.testing.assert_array_equal(v, ev)  # B-scan axis in the volume's indices
+    assert boundary_paths(labels, []).vertices == []
+    with pytest.raises(IndexError, match="outside"):
+        boundary_paths(labels, [3])
+    digests = bscan_digests(labels)
+    edited = labels.copy()
+    edited[2, 5, 5] += 1
+    assert np.flatnonzero(bscan_digests(edited) != digests).tolist() == [2]
+
+
+def _paths_by_bscan(layer) -> dict[int, list[tuple[str, bytes]]]:
+    out: dict[int, list[tuple[str, bytes]]] = {}
+    for vertices, name, i in zip(layer.data, layer.features["boundary"], layer.features["bscan"]):
+        out.setdefault(int(i), []).append((name, np.asarray(vertices).tobytes()))
+    return out
+
+
+@pytest.mark.gui
+def test_boundary_lines_follow_brush_edits(make_napari_viewer, qtbot):
+    from napari_octseg._napari.boundary_layer import add_boundary_layer, follower_of
+
+    viewer = make_napari_viewer()
+    labels = _labels()
+    layer = viewer.add_labels(labels.copy(), name="scan labels", scale=SCALE, units=("µm",) * 3)
+    lines = add_boundary_layer(viewer, layer, base="scan")
+    before = _paths_by_bscan(lines)
+    follower = follower_of(lines)
+    assert follower is not None
+
+    # a brush stroke of NFL (class 1) into the vitreous of B-scan 1 pulls its ILM up by several pixels
+    layer.brush_size = 6
+    layer.paint((1, 4, 20), 1)
+    layer.paint((1, 4, 26), 1)
+    assert not np.array_equal(boundaries(layer.data)[0, 1], boundaries(labels)[0, 1])
+    qtbot.waitUntil(lambda: _paths_by_bscan(lines) != before, timeout=3000)  # the debounced redraw ran
+    after = _paths_by_bscan(lines)
+    assert after[0] == before[0] and after[2] == before[2]  # other B-scans untouched
+    assert after[1] != before[1]
+    _check_layer(lines, np.asarray(layer.data), SCALE)  # every line = core.boundaries of the edited labels
+    assert follower.update() == []  # nothing left to redraw
+
+    # undo (no paint event, a refresh) brings the old lines back
+    layer.undo()
+    layer.undo()
+    qtbot.waitUntil(lambda: _paths_by_bscan(lines)[1] == before[1], timeout=3000)
+    _check_layer(lines, labels, SCALE)
+
+    # a label outside the scheme is not drawn (the old lines stay) and raises nothing
+    layer.paint((0, 30, 20), 12)
+    assert follower.update() == []
+
+
+@pytest.mark.gui
+def test_boundary_lines_of_a_labels_file_follow_edits(make_napari_viewer, tmp_path):
+    from napari_octseg._napari.boundary_layer import follower_of
+    from napari_octseg.io.labels import write_labels_file
+
+    labels = _labels()
+    tif, _ = write_labels_file(tmp_path / "S01.labels.tif", labels, scale_um=SCALE)
+    viewer = make_napari_viewer()
+    lab_layer, lines = viewer.open(str(tif), plugin="napari-octseg")
+    follower = follower_of(lines)
+    assert follower is not None
+    lab_layer.paint((2, 4, 20), 1)
+    assert follower.update() == [2]
+    _check_layer(lines, np.asarray(lab_layer.data), SCALE)

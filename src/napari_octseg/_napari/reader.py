@@ -31,7 +31,7 @@ from ..io.labels import LabelsFile, is_labels_file, read_labels_file
 from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY
 from ..io.sniff import looks_like_oct
 from ._common import image_layer_kwargs, labels_layer_kwargs
-from .boundary_layer import LINE_WIDTH_PX, boundary_layer_name, boundary_shapes
+from .boundary_layer import LINE_WIDTH_PX, boundary_layer_name, boundary_shapes, link_boundary_layers
 
 #: Layer-metadata key of a labels file's whole sidecar (the writer carries it over on save).
 LABELS_FILE_KEY = "octseg_labels_file"
@@ -73,7 +73,25 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | 
     except Exception as exc:  # a reader bug must not crash napari's open dialog
         _warn(f"{Path(str(paths[0])).name}: {type(exc).__name__}: {exc}")
         return None
-    return lambda _path=None: layers
+    if any(kind == "labels" for kind in kinds):
+        _link_current_viewer()
+
+    def read_layers(_path: str | Sequence[str] | None = None) -> list[LayerData]:
+        return layers
+
+    return read_layers
+
+
+def _link_current_viewer() -> None:
+    """Let the boundary lines this reader returns follow brush edits of their labels, once napari adds them."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # no napari (a script): nothing to link
+        return
+    if viewer is not None:
+        link_boundary_layers(viewer)
 
 
 def _warn(message: str) -> None:
