@@ -75,6 +75,22 @@ def test_boundary_colours_follow_the_class_legend():
     assert len({c[:3] for c in BOUNDARY_COLORS}) == 8 and BOUNDARY_COLORS[7][3] == 1.0
 
 
+def test_device_line_colours_differ_from_every_class_and_boundary_colour():
+    """The device's ILM/BM were gold and cyan: the INL and RPE colours of the legend (0.11 and 0.28 apart)."""
+    from napari_octseg.core.surface_paths import DEVICE_LINE_COLORS, DEVICE_LINE_EXTRA_COLORS
+
+    ours = np.array([c[:3] for c in CLASS_COLORS.values() if c[3] > 0] + [c[:3] for c in BOUNDARY_COLORS])
+    device = np.array(list(DEVICE_LINE_COLORS.values()))
+    extra = np.array(DEVICE_LINE_EXTRA_COLORS)
+    gap = np.linalg.norm(device[:, None] - ours[None], axis=2)
+    assert gap.min() >= 0.5, gap.min()
+    everything = np.concatenate([ours, device])
+    assert np.linalg.norm(extra[:, None] - everything[None], axis=2).min() >= 0.45
+    theirs = np.concatenate([device, extra])
+    pairs = np.linalg.norm(theirs[:, None] - theirs[None], axis=2)[np.triu_indices(len(theirs), 1)]
+    assert pairs.min() >= 0.45
+
+
 # ---------------------------------------------------------------------------------------------- napari
 
 

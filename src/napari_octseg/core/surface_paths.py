@@ -27,6 +27,24 @@ BOUNDARY_COLORS: tuple[tuple[float, float, float, float], ...] = (
     (0.58, 0.40, 1.00, 1.0),
 )
 
+#: RGB colour (0-1) of the lines a device stored with the scan (HEYEX ``.vol`` ILM, BM...), drawn as they
+#: are, beside the boundaries of the labels: light lime and ultramarine, at least 0.5 apart in RGB from
+#: every class colour and every boundary colour (gold and cyan, used before, read as INL and RPE).
+DEVICE_LINE_COLORS: dict[str, tuple[float, float, float]] = {
+    "ILM": (0.65, 1.00, 0.50),
+    "BM": (0.15, 0.00, 1.00),
+}
+#: Colours of any other device line (RNFL, ...), in turn: each as far as the grid allowed from the class,
+#: boundary and ILM/BM device colours (at least 0.47 in RGB), and dark enough or bright enough to see.
+DEVICE_LINE_EXTRA_COLORS: tuple[tuple[float, float, float], ...] = (
+    (0.90, 0.60, 0.65),
+    (0.50, 1.00, 0.00),
+    (0.40, 0.15, 0.55),
+    (0.30, 0.15, 0.00),
+    (0.00, 1.00, 0.00),
+    (0.00, 0.30, 0.35),
+)
+
 #: Row offset that puts a label-derived boundary on the edge between two pixels when pixel ``r`` is
 #: drawn centred on ``r`` (napari): boundary ``b`` is the top edge of row ``b``.
 PIXEL_EDGE_OFFSET = -0.5
@@ -158,6 +176,8 @@ def bscan_digests(labels: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "BOUNDARY_COLORS",
+    "DEVICE_LINE_COLORS",
+    "DEVICE_LINE_EXTRA_COLORS",
     "PIXEL_EDGE_OFFSET",
     "SurfacePaths",
     "boundary_paths",
