@@ -248,3 +248,23 @@ def test_boundary_lines_of_a_labels_file_follow_edits(make_napari_viewer, tmp_pa
     lab_layer.paint((2, 4, 20), 1)
     assert follower.update() == [2]
     _check_layer(lines, np.asarray(lab_layer.data), SCALE)
+
+
+@pytest.mark.gui
+def test_boundary_lines_of_one_bscan_follow_edits(make_napari_viewer):
+    from napari_octseg._napari.boundary_layer import add_boundary_layer, follower_of
+
+    viewer = make_napari_viewer()
+    labels = _labels()[1]
+    layer = viewer.add_labels(labels.copy(), name="one")
+    lines = add_boundary_layer(viewer, layer)
+    top_before = min(np.asarray(v)[:, 0].min() for v in lines.data)  # the ILM's highest row
+    layer.paint((4, 20), 1)
+    assert follower_of(lines).update() == [0]
+    assert all(np.asarray(v).shape[1] == 2 for v in lines.data)  # (row, column) paths on a 2-D layer
+    ilm = [np.asarray(v) for v, name in zip(lines.data, lines.features["boundary"]) if name == "ILM"]
+    assert min(v[:, 0].min() for v in ilm) < top_before  # the stroke of NFL into the vitreous lifted the ILM
+    rows = _rows_of(np.column_stack([np.zeros(len(ilm[0])), ilm[0]]), labels.shape[1]) - PIXEL_EDGE_OFFSET
+    core = boundaries(np.asarray(layer.data))[0, 0]
+    ok = np.isfinite(rows)
+    np.testing.assert_allclose(rows[ok], core[ok], atol=1e-4)
