@@ -229,6 +229,13 @@ def test_boundary_lines_follow_brush_edits(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: _paths_by_bscan(lines)[1] == before[1], timeout=3000)
     _check_layer(lines, labels, SCALE)
 
+    # the array replaced (a script, a plugin): the B-scans that differ are redrawn
+    replaced = labels.copy()
+    replaced[[0, 2], :6] = 1
+    layer.data = replaced
+    assert follower.update() == [0, 2]
+    _check_layer(lines, replaced, SCALE)
+
     # a label outside the scheme is not drawn (the old lines stay) and raises nothing
     layer.paint((0, 30, 20), 12)
     assert follower.update() == []
