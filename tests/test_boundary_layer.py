@@ -75,6 +75,22 @@ def test_boundary_colours_follow_the_class_legend():
     assert len({c[:3] for c in BOUNDARY_COLORS}) == 8 and BOUNDARY_COLORS[7][3] == 1.0
 
 
+def test_device_line_colours_differ_from_every_class_and_boundary_colour():
+    """The device's ILM/BM were gold and cyan: the INL and RPE colours of the legend (0.11 and 0.28 apart)."""
+    from napari_octseg.core.surface_paths import DEVICE_LINE_COLORS, DEVICE_LINE_EXTRA_COLORS
+
+    ours = np.array([c[:3] for c in CLASS_COLORS.values() if c[3] > 0] + [c[:3] for c in BOUNDARY_COLORS])
+    device = np.array(list(DEVICE_LINE_COLORS.values()))
+    extra = np.array(DEVICE_LINE_EXTRA_COLORS)
+    gap = np.linalg.norm(device[:, None] - ours[None], axis=2)
+    assert gap.min() >= 0.5, gap.min()
+    everything = np.concatenate([ours, device])
+    assert np.linalg.norm(extra[:, None] - everything[None], axis=2).min() >= 0.45
+    theirs = np.concatenate([device, extra])
+    pairs = np.linalg.norm(theirs[:, None] - theirs[None], axis=2)[np.triu_indices(len(theirs), 1)]
+    assert pairs.min() >= 0.45
+
+
 # ---------------------------------------------------------------------------------------------- napari
 
 
@@ -154,3 +170,108 @@ def test_labels_file_opens_with_its_boundary_layer(make_napari_viewer, tmp_path)
     # other class schemes have no such boundaries: no lines layer
     other = write_labels_file(tmp_path / "X.labels.tif", labels.clip(0, 3), ["a", "b", "c", "d"], scale_um=SCALE)[0]
     assert [kind for _, _, kind in get_reader(str(other))(None)] == ["labels"]
+
+
+def test_paths_of_some_bscans_are_those_of_the_whole_volume():
+    from napari_octseg.core.surface_paths import boundary_paths, bscan_digests
+
+    labels = _labels()
+    whole = boundary_paths(labels)
+    some = boundary_paths(labels, [2, 1, 2])
+    expected = [(v, k, i) for v, k, i in zip(whole.vertices, whole.surface, whole.bscan) if i in (1, 2)]
+    assert len(some.vertices) == len(expected)
+    for v, k, i, (ev, ek, ei) in zip(some.vertices, some.surface, some.bscan, expected):
+        assert (k, i) == (ek, ei)
+        np.testing.assert_array_equal(v, ev)  # B-scan axis in the volume's indices
+    assert boundary_paths(labels, []).vertices == []
+    with pytest.raises(IndexError, match="outside"):
+        boundary_paths(labels, [3])
+    digests = bscan_digests(labels)
+    edited = labels.copy()
+    edited[2, 5, 5] += 1
+    assert np.flatnonzero(bscan_digests(edited) != digests).tolist() == [2]
+
+
+def _paths_by_bscan(layer) -> dict[int, list[tuple[str, bytes]]]:
+    out: dict[int, list[tuple[str, bytes]]] = {}
+    for vertices, name, i in zip(layer.data, layer.features["boundary"], layer.features["bscan"]):
+        out.setdefault(int(i), []).append((name, np.asarray(vertices).tobytes()))
+    return out
+
+
+@pytest.mark.gui
+def test_boundary_lines_follow_brush_edits(make_napari_viewer, qtbot):
+    from napari_octseg._napari.boundary_layer import add_boundary_layer, follower_of
+
+    viewer = make_napari_viewer()
+    labels = _labels()
+    layer = viewer.add_labels(labels.copy(), name="scan labels", scale=SCALE, units=("µm",) * 3)
+    lines = add_boundary_layer(viewer, layer, base="scan")
+    before = _paths_by_bscan(lines)
+    follower = follower_of(lines)
+    assert follower is not None
+
+    # a brush stroke of NFL (class 1) into the vitreous of B-scan 1 pulls its ILM up by several pixels
+    layer.brush_size = 6
+    layer.paint((1, 4, 20), 1)
+    layer.paint((1, 4, 26), 1)
+    assert not np.array_equal(boundaries(layer.data)[0, 1], boundaries(labels)[0, 1])
+    qtbot.waitUntil(lambda: _paths_by_bscan(lines) != before, timeout=3000)  # the debounced redraw ran
+    after = _paths_by_bscan(lines)
+    assert after[0] == before[0] and after[2] == before[2]  # other B-scans untouched
+    assert after[1] != before[1]
+    _check_layer(lines, np.asarray(layer.data), SCALE)  # every line = core.boundaries of the edited labels
+    assert follower.update() == []  # nothing left to redraw
+
+    # undo (no paint event, a refresh) brings the old lines back
+    layer.undo()
+    layer.undo()
+    qtbot.waitUntil(lambda: _paths_by_bscan(lines)[1] == before[1], timeout=3000)
+    _check_layer(lines, labels, SCALE)
+
+    # the array replaced (a script, a plugin): the B-scans that differ are redrawn
+    replaced = labels.copy()
+    replaced[[0, 2], :6] = 1
+    layer.data = replaced
+    assert follower.update() == [0, 2]
+    _check_layer(lines, replaced, SCALE)
+
+    # a label outside the scheme is not drawn (the old lines stay) and raises nothing
+    layer.paint((0, 30, 20), 12)
+    assert follower.update() == []
+
+
+@pytest.mark.gui
+def test_boundary_lines_of_a_labels_file_follow_edits(make_napari_viewer, tmp_path):
+    from napari_octseg._napari.boundary_layer import follower_of
+    from napari_octseg.io.labels import write_labels_file
+
+    labels = _labels()
+    tif, _ = write_labels_file(tmp_path / "S01.labels.tif", labels, scale_um=SCALE)
+    viewer = make_napari_viewer()
+    lab_layer, lines = viewer.open(str(tif), plugin="napari-octseg")
+    follower = follower_of(lines)
+    assert follower is not None
+    lab_layer.paint((2, 4, 20), 1)
+    assert follower.update() == [2]
+    _check_layer(lines, np.asarray(lab_layer.data), SCALE)
+
+
+@pytest.mark.gui
+def test_boundary_lines_of_one_bscan_follow_edits(make_napari_viewer):
+    from napari_octseg._napari.boundary_layer import add_boundary_layer, follower_of
+
+    viewer = make_napari_viewer()
+    labels = _labels()[1]
+    layer = viewer.add_labels(labels.copy(), name="one")
+    lines = add_boundary_layer(viewer, layer)
+    top_before = min(np.asarray(v)[:, 0].min() for v in lines.data)  # the ILM's highest row
+    layer.paint((4, 20), 1)
+    assert follower_of(lines).update() == [0]
+    assert all(np.asarray(v).shape[1] == 2 for v in lines.data)  # (row, column) paths on a 2-D layer
+    ilm = [np.asarray(v) for v, name in zip(lines.data, lines.features["boundary"]) if name == "ILM"]
+    assert min(v[:, 0].min() for v in ilm) < top_before  # the stroke of NFL into the vitreous lifted the ILM
+    rows = _rows_of(np.column_stack([np.zeros(len(ilm[0])), ilm[0]]), labels.shape[1]) - PIXEL_EDGE_OFFSET
+    core = boundaries(np.asarray(layer.data))[0, 0]
+    ok = np.isfinite(rows)
+    np.testing.assert_allclose(rows[ok], core[ok], atol=1e-4)

@@ -65,6 +65,15 @@ def test_viewer_opens_vol_and_sample(make_napari_viewer, vol_dir):
     names = [layer.name for layer in viewer.layers]
     assert names[:2] == ["valid.vol", "valid.vol device lines"] and "synthetic macula" in names
     assert tuple(viewer.layers["valid.vol"].scale) == tuple(viewer.layers["valid.vol device lines"].scale)
+    # the device's lines in their own colours, each named on the B-scan as a device line
+    from napari_octseg.core.surface_paths import DEVICE_LINE_COLORS
+
+    lines = viewer.layers["valid.vol device lines"]
+    for name, edge, text in zip(lines.features["line"], lines.edge_color, lines.text.values):
+        assert text == f"device {name}"
+        if name in DEVICE_LINE_COLORS:
+            np.testing.assert_allclose(edge[:3], DEVICE_LINE_COLORS[name], atol=1 / 255)
+    assert {"ILM", "BM"} <= set(lines.features["line"])
 
 
 def test_every_dock_opens_from_the_plugins_menu(make_napari_viewer):

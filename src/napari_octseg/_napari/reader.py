@@ -24,23 +24,22 @@ import numpy as np
 
 from ..core.classes import CLASS_NAMES
 from ..core.errors import OctsegError
-from ..core.surface_paths import finite_runs
+from ..core.surface_paths import DEVICE_LINE_COLORS, DEVICE_LINE_EXTRA_COLORS, finite_runs
 from ..core.volume import OctVolume
 from ..io import SUPPORTED_EXTENSIONS, read
 from ..io.labels import LabelsFile, is_labels_file, read_labels_file
 from ..io.provenance import EDIT_RECORD_KEY, SEGMENTATION_KEY
 from ..io.sniff import looks_like_oct
 from ._common import image_layer_kwargs, labels_layer_kwargs
-from .boundary_layer import LINE_WIDTH_PX, boundary_layer_name, boundary_shapes
+from .boundary_layer import LINE_WIDTH_PX, boundary_layer_name, boundary_shapes, link_boundary_layers
 
 #: Layer-metadata key of a labels file's whole sidecar (the writer carries it over on save).
 LABELS_FILE_KEY = "octseg_labels_file"
 
 LayerData = tuple[Any, dict[str, Any], str]
 
-#: Colours of device lines (others cycle through the rest).
-_LINE_COLORS = {"ILM": "#ffd700", "BM": "#00e5ff", "RNFL": "#ff4fd8", "NFL/GCL": "#ff4fd8"}
-_OTHER_COLORS = ("#7CFC00", "#ff8c00", "#1e90ff", "#ff6347", "#9370db", "#40e0d0")
+#: Point size of the "device ILM"-style names written beside each device line (its legend on the B-scan).
+DEVICE_LINE_TEXT_SIZE = 8
 
 
 def _claims(path: str) -> bool:
@@ -73,7 +72,25 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | 
     except Exception as exc:  # a reader bug must not crash napari's open dialog
         _warn(f"{Path(str(paths[0])).name}: {type(exc).__name__}: {exc}")
         return None
-    return lambda _path=None: layers
+    if any(kind == "labels" for kind in kinds):
+        _link_current_viewer()
+
+    def read_layers(_path: str | Sequence[str] | None = None) -> list[LayerData]:
+        return layers
+
+    return read_layers
+
+
+def _link_current_viewer() -> None:
+    """Let the boundary lines this reader returns follow brush edits of their labels, once napari adds them."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # no napari (a script): nothing to link
+        return
+    if viewer is not None:
+        link_boundary_layers(viewer)
 
 
 def _warn(message: str) -> None:
@@ -171,19 +188,40 @@ def with_units(kwargs: dict[str, Any], volume: OctVolume) -> dict[str, Any]:
     return kwargs
 
 
+def _hex(rgb: Sequence[float]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
+
+
+def device_line_colors(line_names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """RGB (0-1) of each device line: ILM and BM their own, the others in turn (then white)."""
+    extra = iter(DEVICE_LINE_EXTRA_COLORS)
+    return {name: DEVICE_LINE_COLORS.get(name) or next(extra, (1.0, 1.0, 1.0)) for name in line_names}
+
+
+def _legible(rgb: tuple[float, float, float]) -> str:
+    """The colour of a line's name: the line's own, lightened when too dark to read on a dark B-scan."""
+    luminance = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
+    if luminance >= 0.35:
+        return _hex(rgb)
+    return _hex([c + 0.5 * (1.0 - c) for c in rgb])
+
+
 def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
     """The boundary lines of ``volume.layers`` as a Shapes layer of paths, one per B-scan and gap-free run.
 
     Vertices are (B-scan, row, column) in pixels; the layer shares the image's ``scale`` so the
-    paths sit on the image in µm. NaN gaps split a line into several paths. ``None`` when the
-    volume has no line with a finite value.
+    paths sit on the image in µm. NaN gaps split a line into several paths. Each path is named on the
+    B-scan (``device ILM``...) in its colour (:data:`~napari_octseg.core.surface_paths.DEVICE_LINE_COLORS`,
+    distinct from every class and boundary colour), so the device's lines are never taken for the
+    segmentation's. ``None`` when the volume has no line with a finite value.
     """
     paths: list[np.ndarray] = []
     colors: list[str] = []
     names: list[str] = []
-    extra = iter(_OTHER_COLORS * 4)
+    palette = device_line_colors(list(volume.layers))
+    text_colors: list[str] = []
     for line_name, heights in volume.layers.items():
-        color = _LINE_COLORS.get(line_name) or next(extra, "#ffffff")
+        color = _hex(palette[line_name])
         for k, row in enumerate(np.asarray(heights, dtype=np.float32)):
             for start, stop in finite_runs(row):
                 cols = np.arange(start, stop, dtype=np.float32)
@@ -191,6 +229,7 @@ def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
                     continue
                 paths.append(np.column_stack([np.full_like(cols, k), row[start:stop], cols]))
                 colors.append(color)
+                text_colors.append(_legible(palette[line_name]))
                 names.append(line_name)
     if not paths:
         return None
@@ -199,9 +238,19 @@ def device_line_shapes(volume: OctVolume, name: str) -> LayerData | None:
         "shape_type": "path",
         "edge_color": colors,
         "edge_width": LINE_WIDTH_PX,  # B-scan pixels: the layer's scale stretches it
-        "features": {"line": names},
+        "features": {"line": names, "text_color": text_colors},
+        "text": {
+            "string": "device {line}",
+            "size": DEVICE_LINE_TEXT_SIZE,
+            "color": {"feature": "text_color"},
+            "anchor": "upper_left",
+        },
         "opacity": 0.9,
-        "metadata": {"source": volume.meta.get("source"), "lines": sorted(volume.layers)},
+        "metadata": {
+            "source": volume.meta.get("source"),
+            "lines": sorted(volume.layers),
+            "colors": {line_name: _hex(rgb) for line_name, rgb in palette.items()},
+        },
     }
     if volume.scale_um:
         kwargs["scale"] = tuple(volume.scale_um)

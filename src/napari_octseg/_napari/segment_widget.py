@@ -104,7 +104,7 @@ class SegmentWidget(ModelJobWidget):
             value=True,
             tooltip="the 8 boundary surfaces (ILM ... BM, as 'octseg thickness --surfaces' writes them) as a "
             "Shapes layer of lines on each B-scan, each in the colour of the layer below it (BM violet); "
-            "the lines show the labels as segmented, not later brush edits",
+            "the lines follow brush edits of the labels (redrawn on the edited B-scans when a stroke ends)",
         )
         self.quality_panel = QualityPanel(viewer)
         #: Class names and colours of the Labels layers this dock makes; its position is the end of the

@@ -10,10 +10,13 @@ interpolation between its vertices.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from .boundaries import boundaries
 from .classes import BOUNDARY_NAMES, CLASS_COLORS
 
 #: RGBA colour (0-1) of each boundary of ``BOUNDARY_NAMES``: that of the layer class just below it
@@ -22,6 +25,24 @@ from .classes import BOUNDARY_NAMES, CLASS_COLORS
 BOUNDARY_COLORS: tuple[tuple[float, float, float, float], ...] = (
     *(CLASS_COLORS[k + 1] for k in range(len(BOUNDARY_NAMES) - 1)),
     (0.58, 0.40, 1.00, 1.0),
+)
+
+#: RGB colour (0-1) of the lines a device stored with the scan (HEYEX ``.vol`` ILM, BM...), drawn as they
+#: are, beside the boundaries of the labels: light lime and ultramarine, at least 0.5 apart in RGB from
+#: every class colour and every boundary colour (gold and cyan, used before, read as INL and RPE).
+DEVICE_LINE_COLORS: dict[str, tuple[float, float, float]] = {
+    "ILM": (0.65, 1.00, 0.50),
+    "BM": (0.15, 0.00, 1.00),
+}
+#: Colours of any other device line (RNFL, ...), in turn: each as far as the grid allowed from the class,
+#: boundary and ILM/BM device colours (at least 0.47 in RGB), and dark enough or bright enough to see.
+DEVICE_LINE_EXTRA_COLORS: tuple[tuple[float, float, float], ...] = (
+    (0.90, 0.60, 0.65),
+    (0.50, 1.00, 0.00),
+    (0.40, 0.15, 0.55),
+    (0.30, 0.15, 0.00),
+    (0.00, 1.00, 0.00),
+    (0.00, 0.30, 0.35),
 )
 
 #: Row offset that puts a label-derived boundary on the edge between two pixels when pixel ``r`` is
@@ -98,4 +119,69 @@ def surface_paths(surfaces: np.ndarray, row_offset: float = 0.0) -> SurfacePaths
     return SurfacePaths(vertices, np.asarray(surface, dtype=int), np.asarray(bscan, dtype=int))
 
 
-__all__ = ["BOUNDARY_COLORS", "PIXEL_EDGE_OFFSET", "SurfacePaths", "finite_runs", "surface_paths"]
+def boundary_paths(labels: np.ndarray, bscans: Iterable[int] | None = None) -> SurfacePaths:
+    """Paths of the 8 boundaries of ``labels`` on some of its B-scans, drawn on pixel edges.
+
+    The boundaries of an A-scan depend on that A-scan alone, so the paths of B-scan ``i`` are the
+    same whether the whole volume or B-scan ``i`` alone is measured: after an edit, only the edited
+    B-scans need measuring again.
+
+    Parameters
+    ----------
+    labels
+        Integer labels (depth, width) or (n_bscans, depth, width) in the 10-class scheme.
+    bscans
+        Indices of the B-scans to measure (default: all).
+
+    Returns
+    -------
+    SurfacePaths
+        Paths (vertices (B-scan, row, column) in pixels of the whole volume, rows ``boundary - 0.5``)
+        ordered by boundary, then B-scan, then column.
+
+    Raises
+    ------
+    LabelError
+        Labels outside the class scheme.
+    IndexError
+        A B-scan index outside the volume.
+    """
+    lab = np.asarray(labels)
+    lab = lab[None] if lab.ndim == 2 else lab
+    if bscans is None:
+        idx = np.arange(lab.shape[0])
+        part = lab
+    else:
+        idx = np.unique(np.fromiter(bscans, dtype=np.intp))
+        if idx.size and (idx[0] < 0 or idx[-1] >= lab.shape[0]):
+            raise IndexError(f"B-scans {idx.tolist()} outside 0..{lab.shape[0] - 1}")
+        if idx.size == 0:
+            return SurfacePaths([], np.zeros(0, dtype=int), np.zeros(0, dtype=int))
+        part = lab[idx]  # copies only these B-scans
+    paths = surface_paths(boundaries(part), row_offset=PIXEL_EDGE_OFFSET)
+    for v, i in zip(paths.vertices, paths.bscan):
+        v[:, 0] = idx[i]
+    return SurfacePaths(paths.vertices, paths.surface, idx[paths.bscan].astype(int))
+
+
+def bscan_digests(labels: np.ndarray) -> np.ndarray:
+    """CRC-32 of every B-scan of ``labels`` (depth, width) or (n_bscans, depth, width): uint32 (n_bscans,).
+
+    Cheap (about 0.4 ms per MB) change detection: B-scans whose digest changed were edited.
+    """
+    lab = np.asarray(labels)
+    lab = lab[None] if lab.ndim == 2 else lab
+    return np.fromiter((zlib.crc32(np.ascontiguousarray(b).data) for b in lab), dtype=np.uint32, count=len(lab))
+
+
+__all__ = [
+    "BOUNDARY_COLORS",
+    "DEVICE_LINE_COLORS",
+    "DEVICE_LINE_EXTRA_COLORS",
+    "PIXEL_EDGE_OFFSET",
+    "SurfacePaths",
+    "boundary_paths",
+    "bscan_digests",
+    "finite_runs",
+    "surface_paths",
+]
