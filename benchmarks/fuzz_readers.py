@@ -4,7 +4,7 @@ Cases: the real ``.vol`` truncated at every header boundary and at many offsets,
 to absurd values or byte-swapped (wrong endianness), random bytes and empty files with each
 supported extension, directories named like files, ``.npy`` object arrays with a payload that would
 create a file if unpickled, 4-D arrays, corrupt ``.npz``/TIFF/PNG headers. ``python
-benchmarks/fuzz_readers.py`` prints cases and failures per reader; tests/test_io_fuzz.py runs it.
+benchmarks/fuzz_readers.py`` prints cases and failures per reader; tests/io/test_io_fuzz.py runs it.
 """
 
 from __future__ import annotations

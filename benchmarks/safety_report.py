@@ -7,7 +7,7 @@ input modified, a partial or temporary file left, an existing file changed witho
 
     python benchmarks/safety_report.py [--quick]
 
-The reader cases come from benchmarks/fuzz_readers.py; tests/test_io_fuzz.py and tests/test_safety_*.py
+The reader cases come from benchmarks/fuzz_readers.py; tests/io/test_io_fuzz.py and tests/test_safety_*.py
 run smaller samples of the same families. The families of issue 16 (hostile small files and model files,
 outputs that are inputs, messages, memory estimate, SIGTERM/SIGKILL and concurrent writers) are in
 benchmarks/safety_issue16.py.

@@ -1,7 +1,7 @@
 """Safety of the headless core (issue 9): label files as untrusted input, the napari reader never
 raising, and measuring or segmenting never writing into the user's arrays.
 
-The reader fuzz families live in benchmarks/fuzz_readers.py (tests/test_io_fuzz.py runs them through
+The reader fuzz families live in benchmarks/fuzz_readers.py (tests/io/test_io_fuzz.py runs them through
 ``io.read`` and the napari reader); here the same crafted files go through ``io.read_labels``, which
 ``octseg thickness``/``finetune`` and the widgets use for label volumes.
 """

@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 
 
 def _files(folder):
-    """Output files, the run manifest aside (tests/test_batch_cli.py checks it)."""
+    """Output files, the run manifest aside (tests/cli/test_batch_cli.py checks it)."""
     return sorted(p.name for p in folder.iterdir() if p.name != MANIFEST_NAME) if folder.exists() else []
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "scipy", "napari", "qtpy", "magicgui")
 
 

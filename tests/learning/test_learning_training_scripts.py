@@ -14,7 +14,7 @@ import torch
 
 from napari_octseg.models import load_checkpoint
 
-TRAINING = Path(__file__).resolve().parents[1] / "training"
+TRAINING = Path(__file__).resolve().parents[2] / "training"
 
 
 def _module(name):

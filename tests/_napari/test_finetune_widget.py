@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from test_finetune import toy_volume  # noqa: E402
+from _toy import toy_volume  # noqa: E402
 
 from napari_octseg._napari import _common  # noqa: E402
 from napari_octseg._napari import finetune_widget as fw  # noqa: E402

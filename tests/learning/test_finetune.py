@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _toy import _BOUNDS, toy_volume  # tests/ is on sys.path through its conftest
 
 from napari_octseg.core.errors import Cancelled, InputError, LabelError, OctsegError
 from napari_octseg.core.progress import run_generator
@@ -18,22 +19,8 @@ from napari_octseg.models.registry import WEIGHTS_DIR
 
 torch.set_num_threads(1)
 
+
 #: Row where each class 1..8 starts in the toy B-scans (class 0 above).
-_BOUNDS = np.array([10, 16, 22, 28, 34, 40, 46, 52])
-
-
-def toy_volume(
-    n: int = 4, h: int = 64, w: int = 64, seed: int = 0, bounds: np.ndarray = _BOUNDS
-) -> tuple[OctVolume, np.ndarray]:
-    """Flat layered B-scans whose grey value encodes the class (plus noise): learnable in seconds."""
-    rng = np.random.default_rng(seed)
-    rows = np.arange(h)
-    column = np.searchsorted(bounds, rows, side="right").astype(np.uint8)
-    labels = np.broadcast_to(column[None, :, None], (n, h, w)).copy()
-    image = labels.astype(np.float32) * 20.0 + rng.normal(0.0, 4.0, labels.shape).astype(np.float32)
-    return OctVolume(data=image, scale_um=(100.0, 4.0, 10.0)), labels
-
-
 def tiny(seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     return LoadedModel(model=SegNet(SegNetConfig(widths=(4, 8, 8))).eval(), source="<tiny test model>")

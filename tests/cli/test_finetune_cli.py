@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_finetune import toy_volume
+from _toy import toy_volume
 
 from napari_octseg.cli import main
 from napari_octseg.cli.finetune import select_bscans

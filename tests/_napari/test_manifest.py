@@ -12,7 +12,7 @@ from napari_octseg.io import READERS
 yaml = pytest.importorskip("yaml")
 
 PKG_MANIFEST = Path(napari_octseg.__file__).parent / "napari.yaml"
-ROOT_MANIFEST = Path(__file__).resolve().parents[1] / "napari.yaml"
+ROOT_MANIFEST = Path(__file__).resolve().parents[2] / "napari.yaml"
 
 
 def _patterns() -> list[str]:
