@@ -66,7 +66,7 @@ def test_runner_success_error_and_cancel_leave_a_true_status(qtbot, errors):
     assert not runner.start(_steps(1), busy="again", on_return=got.append)  # one job at a time
     _wait(qtbot, runner)
     assert got == ["result"] and runner.status.value == "all done" and errors == []
-    assert runner.progress.value == 0 and run.enabled and not runner.cancel_button.enabled
+    assert runner.progress.value == runner.progress.max == 1 and run.enabled and not runner.cancel_button.enabled
 
     runner.start(_steps(3, fail=InputError("bad input")), busy="working...", on_return=got.append)
     _wait(qtbot, runner)
@@ -108,6 +108,38 @@ def test_every_dock_scrolls_and_asks_for_little_height(make_napari_viewer, libra
         assert dock.minimumSizeHint().height() <= 400, (cls.__name__, content)
     # the Fine-tune dock holds far more than 400 px of controls: they scroll instead of pushing napari
     assert FinetuneWidget(viewer).content().sizeHint().height() > 400
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)])
+def test_every_dock_fits_its_column_without_sideways_scrolling(make_napari_viewer, library, qtbot, size):
+    """A long status line wraps within the dock: no horizontal scroll bar, Cancel and Run stay in view."""
+    viewer = make_napari_viewer(show=True)
+    widgets = [cls(viewer) for cls in DOCKS]
+    for widget in widgets:
+        viewer.window.add_dock_widget(widget, name=type(widget).__name__)
+    viewer.window.resize(*size)
+    long_path = "/data/" + "very_long_folder_name/" * 6 + "Subject_07.npz"
+    for widget in widgets:
+        widget.runner.status.value = f"failed: segmenting Subject_07.npz, B-scan 12/49 on cpu: cannot read {long_path}"
+    qtbot.wait(300)
+    for widget in widgets:
+        name = type(widget).__name__
+        scroll = widget.native
+        if not scroll.isVisible():  # a tab behind another: bring it to the front
+            scroll.parentWidget().raise_()
+            qtbot.waitUntil(scroll.isVisible, timeout=5_000)
+        qtbot.wait(100)
+        width = scroll.viewport().width()
+        assert width < 600, (name, width)  # a dock column, not half the screen
+        assert widget.content().minimumSizeHint().width() <= width, name
+        assert scroll.horizontalScrollBar().maximum() == 0, name
+        status = widget.runner.status
+        assert status.native.toolTip() == status.value  # the full text (the path) is one hover away
+        # the wrapped status gets the height its lines need at the width it has
+        assert status.native.height() >= status.native.heightForWidth(status.native.width()) > 0, name
+        for button in [widget.runner.cancel_button.native, *(b.native for b in widget.runner.run_buttons)]:
+            right = button.mapTo(widget.content(), button.rect().topRight()).x()
+            assert right <= width, (name, button.text(), right, width)
 
 
 def _controls(container: Container):

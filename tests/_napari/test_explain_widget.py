@@ -77,7 +77,7 @@ def test_adds_one_heatmap_layer_per_class(make_napari_viewer, qtbot, tiny_checkp
     assert widget.show_class.choices == ("NFL", "INL", "fluid")
     widget.show_class.value = "fluid"
     assert [viewer.layers[n].visible for n in names] == [False, False, True]
-    assert widget.progress.value == 0 and widget.status.value.startswith("added 3 heatmap layer(s)")
+    assert widget.progress.value == widget.progress.max and widget.status.value.startswith("added 3 heatmap layer(s)")
     assert "question: whole B-scan" in widget.status.value
 
 

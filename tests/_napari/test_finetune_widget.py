@@ -69,7 +69,7 @@ def test_widget_detects_corrections_trains_and_resegments(setup, qtbot, tmp_path
     # The next default name is new (image + date), never the last model's; the library lists the model.
     assert widget.name_edit.value.startswith("scan-") and widget.name_edit.value != "ft"
     assert widget.status.value.startswith("saved model 'ft' in the library (best epoch ")
-    assert widget.progress.value == 0 and not widget.cancel_btn.enabled
+    assert widget.progress.value == widget.progress.max and not widget.cancel_btn.enabled
     assert "library: ft" in widget.base_combo.choices
     np.testing.assert_array_equal(layer.data, corrected)
 

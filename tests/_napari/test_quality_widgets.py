@@ -88,7 +88,7 @@ def test_finetune_dock_proposes_and_jumps(make_napari_viewer):
     layer = viewer.add_labels(np.zeros((10, 8, 8), np.uint8), name="lab", metadata={qp.QUALITY_KEY: _record(scores)})
     widget = fw.FinetuneWidget(viewer)
     widget.labels_combo.value = layer
-    widget.suggestions.count.value = 2
+    widget.suggestions.how_many.value = 2
     assert widget.suggestions.suggest() == [1, 3]
     assert widget.bscans_edit.value == "1, 3"
     assert viewer.dims.point[0] == pytest.approx(1)

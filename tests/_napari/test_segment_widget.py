@@ -63,7 +63,9 @@ def test_segment_adds_a_new_named_labels_layer(make_napari_viewer, qtbot, tiny_c
     # the record lets the fine-tune widget find the B-scans a user paints on
     labels.data[2, 10, 10] = (labels.data[2, 10, 10] + 1) % 10
     assert edited_bscans(labels.data, hashes) == [2]
-    assert widget.progress.value == 0 and widget.status.value.startswith("added 'scan labels': 4 B-scan(s)")
+    assert widget.progress.value == widget.progress.max and widget.status.value.startswith(
+        "added 'scan labels': 4 B-scan(s)"
+    )
 
 
 def test_never_touches_an_existing_labels_layer(make_napari_viewer, qtbot, tiny_checkpoint, volume_data, errors):

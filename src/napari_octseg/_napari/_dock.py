@@ -18,7 +18,17 @@ from typing import Any
 
 from magicgui.widgets import Container
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QBoxLayout, QComboBox, QDockWidget, QFrame, QLabel, QMainWindow, QScrollArea, QWidget
+from qtpy.QtWidgets import (
+    QBoxLayout,
+    QComboBox,
+    QDockWidget,
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QSizePolicy,
+    QWidget,
+)
 
 #: Height (px) a dock asks for at least, whatever its content: a few rows, then it scrolls.
 MIN_DOCK_HEIGHT = 120
@@ -59,7 +69,7 @@ class ScrollDock(Container):
         return layout
 
     def compact(self) -> None:
-        """Let drop-down lists shrink to the dock's width and long lines wrap; keep the rows at the top.
+        """Let drop-down lists shrink to the dock's width and long lines wrap within it; keep the rows at the top.
 
         Call once, after the dock's widgets are added (widgets appended later land above the stretch).
         """
@@ -71,6 +81,13 @@ class ScrollDock(Container):
             combo.setMinimumContentsLength(COMBO_MIN_CHARS)
         for label in self.content().findChildren(QLabel):
             label.setWordWrap(True)
+            policy = label.sizePolicy()
+            if policy.horizontalPolicy() == QSizePolicy.Policy.Fixed:
+                # magicgui's Label is fixed-width: wrapped, it would insist on its preferred text block
+                # (~300 px for a long note) and widen the dock; allowed to shrink, it needs its longest word
+                policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
+                policy.setHeightForWidth(True)
+                label.setSizePolicy(policy)
 
     def tabify_with_siblings(self) -> bool:
         """Join another visible dock of the plugin in the same dock area as a tab; ``True`` if it did."""

@@ -11,8 +11,12 @@ Every dock (Segment, Explain, Fine-tune, Thickness) hands its long work to a :cl
   argument stops too. Either way :class:`~napari_octseg.core.errors.Cancelled` ends the job and nothing is
   handed back;
 * when the job ends the status line says what happened (the dock's own words on success, ``cancelled:
-  nothing was changed`` or ``failed: <reason>`` otherwise), the progress bar resets, the buttons come back,
-  and an error is shown as exactly one notification.
+  nothing was changed`` or ``failed: <reason>`` otherwise), the progress bar shows 100 % after a success
+  and resets to 0 % otherwise, the buttons come back, and an error is shown as exactly one notification.
+
+The status line wraps within the dock's width and never widens the dock (a dock is about 330 px wide on a
+1366 x 768 screen, and a wider status line hid the Cancel button behind a sideways scroll); its full text is
+also its tooltip, for a word longer than the dock is wide (a file path).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
+from qtpy.QtWidgets import QSizePolicy
 
 from ..core.errors import Cancelled
 from ..core.progress import Progress, cancellable
@@ -34,6 +39,33 @@ CANCELLED_TEXT = "cancelled: nothing was changed"
 def _progress_text(event: Progress) -> str:
     stage = f"{event.stage}: " if event.stage else ""
     return f"{stage}{event.done}/{event.total}"
+
+
+class StatusLabel(Label):
+    """A word-wrapped status line that takes the width it is given and repeats its text in its tooltip.
+
+    magicgui's ``Label`` has a fixed horizontal size policy, so a wrapped label asks for (and gets) the
+    width of its preferred, golden-ratio shaped text block: about 330 px for a two-line status, wider than a
+    dock on a small screen. Here the width is ignored (the label wraps to whatever the row gives it) and the
+    height follows the wrapped text.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.native.setWordWrap(True)
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.native.setSizePolicy(policy)
+
+    @property
+    def value(self) -> str:
+        """The status text."""
+        return str(self.native.text())
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self.native.setText(str(text))
+        self.native.setToolTip(str(text))
 
 
 class JobRunner:
@@ -52,8 +84,7 @@ class JobRunner:
         self.cancel_button = PushButton(
             text="Cancel", enabled=False, tooltip="stop the running job at its next step; nothing is added or written"
         )
-        self.status = Label(label="status", value="")
-        self.status.native.setWordWrap(True)
+        self.status = StatusLabel(label="status", value="")
         self.run_buttons: list[PushButton] = list(run_buttons)
         self.cancel_text = cancel_text
         self.worker: Any = None
@@ -63,6 +94,7 @@ class JobRunner:
         self._on_finish: Callable[[], None] | None = None
         self._progress_text: Callable[[Progress], str] = _progress_text
         self._outcome = ""
+        self._succeeded = False
         self.cancel_button.changed.connect(self.cancel)
 
     def widgets(self) -> list[Widget]:
@@ -117,6 +149,7 @@ class JobRunner:
         self._on_return, self._on_yield, self._on_finish = on_return, on_yield, on_finish
         self._progress_text = progress_text or _progress_text
         self._outcome = ""
+        self._succeeded = False
         self.progress.max, self.progress.value = 1, 0
         self.status.value = busy
         for button in self.run_buttons:
@@ -161,8 +194,10 @@ class JobRunner:
             self._errored(exc)
             return
         self._outcome = text or "done"
+        self._succeeded = True
 
     def _errored(self, exc: BaseException) -> None:
+        self._succeeded = False
         _common.report_error(exc)  # through the module, so a replaced report_error (tests) sees it
         if isinstance(exc, Cancelled) or self._cancel:
             self._outcome = self.cancel_text
@@ -171,7 +206,8 @@ class JobRunner:
 
     def _finished(self) -> None:
         self.worker = None
-        self.progress.max, self.progress.value = 1, 0
+        # a finished job shows a full bar; a cancelled or failed one an empty bar (the status says which)
+        self.progress.max, self.progress.value = 1, int(self._succeeded)
         self.status.value = self._outcome or (self.cancel_text if self._cancel else "stopped")
         for button in self.run_buttons:
             button.enabled = True

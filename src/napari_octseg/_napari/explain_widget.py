@@ -134,7 +134,7 @@ class ExplainWidget(ModelJobWidget):
         # choices from the latest run (a callable: napari resets every dock's choices on each layer change)
         self.show_class = ComboBox(
             label="show",
-            choices=lambda _w=None: list(self.heatmap_layers),
+            choices=self._heatmap_choices,
             enabled=False,
             tooltip="the class whose heatmap layer is visible (the others are hidden, not removed)",
         )
@@ -159,8 +159,6 @@ class ExplainWidget(ModelJobWidget):
         self.save_table_button = PushButton(
             text="Save table (CSV)...", visible=False, tooltip="the per-class table with feature-importance weights"
         )
-        #: Heatmap layers of the latest run, by class name.
-        self.heatmap_layers: dict[str, Image] = {}
         super().__init__(
             viewer,
             options=[self.classes, self.conv_layer, self.layer_note, self.target, self.region_layer, self.label_value],
@@ -189,6 +187,10 @@ class ExplainWidget(ModelJobWidget):
     def _offers_image(self, layer: Image) -> bool:
         return GRADCAM_KEY not in layer.metadata
 
+    def _heatmap_choices(self, _widget: Any = None) -> list[str]:
+        """Choices of "show": the classes of the latest run's heatmap layers."""
+        return list(self.heatmap_layers)
+
     def _layer_removed(self, layer: Any) -> None:
         self.heatmap_layers = {k: v for k, v in self.heatmap_layers.items() if v is not layer}
         self._hidden_labels = [lab for lab in self._hidden_labels if lab is not layer]
@@ -201,7 +203,9 @@ class ExplainWidget(ModelJobWidget):
             self._viewer, image, self.target.value, self.region_layer.value, int(self.label_value.value)
         )
 
-    def _job(self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]) -> Callable[[], Generator]:
+    def _job(
+        self, layer: Image, model_spec: str | None, cancel: Callable[[], bool]
+    ) -> Callable[[], Generator[Any, None, Any]]:
         classes = sorted(self.classes.value)
         return partial(
             _gradcam_job,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, Widget
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.utils.notifications import show_warning
@@ -166,14 +166,15 @@ class CorrectionSuggestions(Container):
         self._apply = apply
         self.proposed: list[int] = []
         self._next = 0
-        self.count = SpinBox(label="how many", value=2, min=1, max=50, tooltip="how many B-scans to propose")
+        self.how_many = SpinBox(label="how many", value=2, min=1, max=50, tooltip="how many B-scans to propose")
         self.suggest_button = PushButton(
             text="Suggest B-scans to correct",
             tooltip="the lowest-quality B-scans of the labels, spread across the volume, into the B-scan list",
         )
         self.next_button = PushButton(text="Go to next", enabled=False, tooltip="show the next proposed B-scan")
         self.info = Label(value="")
-        row = Container(widgets=[self.count, self.suggest_button, self.next_button], layout="horizontal", labels=False)
+        parts: list[Widget] = [self.how_many, self.suggest_button, self.next_button]
+        row = Container(widgets=parts, layout="horizontal", labels=False)
         super().__init__(widgets=[row, self.info], labels=False)
         self.suggest_button.changed.connect(self.suggest)
         self.next_button.changed.connect(self.go_to_next)
@@ -187,7 +188,7 @@ class CorrectionSuggestions(Container):
             self.proposed = []
             self.next_button.enabled = False
             return []
-        self.proposed = correction_candidates(np.asarray(record["score"], dtype=float), int(self.count.value))
+        self.proposed = correction_candidates(np.asarray(record["score"], dtype=float), int(self.how_many.value))
         self._next = 0
         self.info.value = "correct first (lowest quality, spread out): " + ", ".join(map(str, self.proposed))
         self.next_button.enabled = bool(self.proposed)

@@ -116,8 +116,8 @@ class ThicknessWidget(ScrollDock):
         self.table.native.setMinimumHeight(200)
         self.note.native.setWordWrap(True)
         # long lines wrap to the dock's width instead of widening the dock (and hiding Cancel and the plot's edge)
-        for label in (self.note, self.status):
-            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # (the status line does so itself)
+        self.note.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.report: ThicknessReport | None = None
         self._source: dict[str, Any] = {}
         self.run_button.changed.connect(self.start)
