@@ -352,3 +352,16 @@ def test_self_replay_skips_nan_bscans_and_can_be_switched_off(tmp_path):
     opts = ft.FinetuneOptions(samples_per_epoch=8, self_replay_bscans=0)
     result, _ = run(ft.finetune(volume, labels, [1], tiny(), out_path=tmp_path / "b.pt", **{**FAST, "options": opts}))
     assert result.model.training["self_replay"] is None
+
+
+def test_a_finetuned_model_does_not_inherit_the_boundary_calibration(tmp_path):
+    # the calibration cancelled the base network's lean; the fine-tuned network learns from labels that
+    # already carry it, so applying it again would shift the boundaries twice
+    volume, labels = toy_volume()
+    base = tiny()
+    base.decoding = {"boundary_offsets_px": [-0.3, 0, 0, 0, -0.8, 0, 0, 0]}
+    result, _ = run(ft.finetune(volume, labels, [0], base, out_path=tmp_path / "ft.pt", **FAST))
+    assert result.checkpoint_path is not None
+    assert load_checkpoint(result.checkpoint_path).boundary_offsets_px is None
+    assert result.model.boundary_offsets_px is None  # nor does the model segmenting again in memory
+    assert base.boundary_offsets_px is not None  # the base model is left as it was
