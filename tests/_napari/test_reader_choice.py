@@ -30,14 +30,20 @@ SCALE = (60.0, 3.87, 11.6)
 
 
 @pytest.fixture
-def settings(monkeypatch):
+def settings():
     """napari's settings, emptied of reader preferences and kept off the user's settings file."""
     s = get_settings()
-    monkeypatch.setattr(s, "_save_on_change", False)
+    # set and restored by hand: monkeypatch's undo deletes a pydantic (>= 2.14) private attribute that napari
+    # reads on every change, which breaks every later viewer
+    saving = s._save_on_change
+    s._save_on_change = False
     before = dict(s.plugins.extension2reader)
     s.plugins.extension2reader = {}
-    yield s
-    s.plugins.extension2reader = before
+    try:
+        yield s
+    finally:
+        s.plugins.extension2reader = before
+        s._save_on_change = saving
 
 
 def _readers(path) -> list[str]:
