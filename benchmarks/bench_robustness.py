@@ -46,23 +46,13 @@ from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.inference import segment
 from napari_octseg.io import read
-from napari_octseg.learning import confusion_matrix, scores
+from napari_octseg.learning import boundary_errors, confusion_matrix, scores
 from napari_octseg.learning.datasets import duke_files
 from napari_octseg.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DUKE_SPACING = (3.87, 11.3)
-
-
-def boundary_errors(pred: np.ndarray, truth: np.ndarray, axial_um: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-boundary MAE and signed bias (µm) and the total-thickness bias (µm) of one label volume pair."""
-    bp, bt = boundaries(pred), boundaries(truth)
-    diff = (bp - bt) * axial_um
-    mae = np.array([np.nanmean(np.abs(d)) for d in diff])
-    bias = np.array([np.nanmean(d) for d in diff])
-    total = ((bp[-1] - bp[0]) - (bt[-1] - bt[0])) * axial_um
-    return mae, bias, float(np.nanmean(total))
 
 
 def load_spec(spec: str):
@@ -96,7 +86,8 @@ def score_duke(loaded, kwargs: dict, shifts: tuple[str, ...], subjects: list[int
                 seconds += time.perf_counter() - t0
                 n += 1
                 cm += confusion_matrix(res.labels, lab[None], 10)
-                mae, bias, total = boundary_errors(res.labels, lab[None], ay)
+                mae, bias, total = boundary_errors(boundaries(res.labels), boundaries(lab[None]))
+                mae, bias, total = mae * ay, bias * ay, total * ay
                 maes.append(mae)
                 biases.append(bias)
                 totals.append(total)

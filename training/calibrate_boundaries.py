@@ -43,7 +43,7 @@ from napari_octseg.core.classes import BOUNDARY_NAMES
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.inference import segment
-from napari_octseg.learning import confusion_matrix, scores
+from napari_octseg.learning import boundary_errors, confusion_matrix, scores
 from napari_octseg.learning.datasets import duke_files
 from napari_octseg.models import load_checkpoint
 from napari_octseg.models.validate import MAX_BOUNDARY_OFFSET_PX, check_checkpoint_file
@@ -103,9 +103,9 @@ def measure(items: list[Item], offsets: np.ndarray | None) -> dict:
     for item in items:
         pred = decode(item, offsets)
         cm += confusion_matrix(pred[None], item.truth[None], 10)
-        bp, bt = boundaries(pred[None]), item.true_bounds
-        biases.append(np.nanmean((bp - bt).reshape(8, -1), axis=1))
-        totals.append(float(np.nanmean((bp[-1] - bp[0]) - (bt[-1] - bt[0]))))
+        _, bias, total = boundary_errors(boundaries(pred[None]), item.true_bounds)
+        biases.append(bias)
+        totals.append(total)
     return {
         "bias_px": np.nanmean(np.array(biases), axis=0),
         "total_px": float(np.nanmean(totals)),

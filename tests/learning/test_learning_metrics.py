@@ -78,3 +78,18 @@ def test_table_and_rows_keep_background_apart():
     text = format_table(s)
     assert text.index("background (not in the means)") > text.index("fluid")
     assert "choroid" in text.split("background (not in the means)")[1]
+
+
+def test_boundary_errors_are_signed_per_boundary_and_skip_gaps():
+    from napari_octseg.learning import boundary_errors
+
+    truth = np.zeros((3, 2, 4), np.float32)
+    truth[1], truth[2] = 10.0, 20.0
+    pred = truth.copy()
+    pred[0] += 1.0  # the top boundary 1 row too deep everywhere ...
+    pred[2, 0] -= 2.0  # ... the bottom one 2 rows too high on the first B-scan
+    pred[1, 1, 0] = np.nan  # a gap is left out
+    mae, bias, total = boundary_errors(pred, truth)
+    np.testing.assert_allclose(mae, [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(bias, [1.0, 0.0, -1.0])
+    assert total == pytest.approx(-2.0)  # thinner by 1 everywhere and by 2 more on half the A-scans

@@ -41,6 +41,7 @@ _EXPORTS = {
     "IGNORE_INDEX": "losses",
     "HybridLoss": "losses",
     "soft_dice": "losses",
+    "boundary_errors": "metrics",
     "confusion_matrix": "metrics",
     "format_table": "metrics",
     "score_rows": "metrics",

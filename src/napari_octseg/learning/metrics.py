@@ -1,4 +1,4 @@
-"""Segmentation metrics: confusion matrix, pixel accuracy, Dice and IoU per class.
+"""Segmentation metrics: confusion matrix, pixel accuracy, Dice and IoU per class; boundary errors.
 
 The headline figure is ``mean_dice_scored``: the mean Dice over the seven retinal layers and fluid
 (classes 1-7 and 9). The background classes above and below the retina (0 and 8) are huge and easy;
@@ -72,6 +72,29 @@ def confusion_matrix(
 
 #: Pixels per chunk of :func:`confusion_matrix`.
 _CHUNK = 1 << 22
+
+
+def boundary_errors(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-boundary mean absolute and signed error, and the signed error of total retinal thickness.
+
+    Parameters
+    ----------
+    pred, truth
+        Boundary surfaces (n_boundaries, ...) in rows, as :func:`napari_octseg.core.boundaries.boundaries`
+        returns them (ILM first, BM last); NaN where a boundary is absent (left out of every mean).
+
+    Returns
+    -------
+    mae, bias
+        float (n_boundaries,) arrays in rows; ``bias`` is prediction minus truth (+ = too deep).
+    total
+        Mean signed error of the ILM-to-BM distance, in rows.
+
+    Multiply by the axial pixel size for µm.
+    """
+    diff = (pred - truth).reshape(pred.shape[0], -1)
+    total = float(np.nanmean((pred[-1] - pred[0]) - (truth[-1] - truth[0])))
+    return np.nanmean(np.abs(diff), axis=1), np.nanmean(diff, axis=1), total
 
 
 def _as_numpy(x) -> np.ndarray:
