@@ -21,9 +21,14 @@ Run::
     python benchmarks/bench_robustness.py --model old=../octseg_default_v1.pt:legacy \\
         --model new=src/napari_octseg/models/weights/octseg_default.pt --out benchmarks/results/robustness
 
-``NAME=PATH`` scores a checkpoint with the current pipeline; ``:legacy`` scores it as the pipeline was
-before physical-scale input (no resampling, raw argmax), ``:grid`` injects the Duke training spacing into
-a checkpoint that lacks it.
+``NAME=PATH`` scores a checkpoint with the current pipeline, one B-scan per call (so the network sees every
+row); ``:legacy`` scores it as the pipeline was before physical-scale input (no resampling, raw argmax),
+``:grid`` injects the Duke training spacing into a checkpoint that lacks it; ``:stack`` segments each
+subject's shifted B-scans as one volume, as a user's volume is segmented (the retina window applies), and
+``:stack-full`` does the same with the window off::
+
+    python benchmarks/bench_robustness.py --model window=:stack --model full=:stack-full \
+        --out benchmarks/results/robustness_window
 """
 
 from __future__ import annotations
@@ -66,11 +71,29 @@ def load_spec(spec: str):
         kwargs["ordered"] = False
     elif mode == "grid":
         loaded.normalization["pixel_spacing_um"] = list(DUKE_SPACING)
+    elif mode in ("stack", "stack-full"):
+        # each subject's shifted B-scans as one volume, so the retina window (segment(window=True)) applies;
+        # "stack-full" runs every row, to show what the window changes
+        kwargs["stack"] = True
+        kwargs["window"] = mode == "stack"
     return name, loaded, kwargs
+
+
+def _score_stack(images, labels, shift: str, path: Path, loaded, kwargs: dict):
+    """Segment one subject's shifted B-scans as one volume: (labels, truth, axial µm, lateral µm, seconds)."""
+    shifted = [apply_shift(images[i], labels[i], shift, seed=1000 * i + len(path.stem)) for i in range(len(images))]
+    ay, ax = shifted[0][2]
+    x = np.stack([s[0] for s in shifted])
+    truth = np.stack([s[1] for s in shifted])
+    t0 = time.perf_counter()
+    res = run_generator(segment(OctVolume(data=x, scale_um=(120.0, ay, ax)), loaded, device="cpu", **kwargs))
+    return res.labels, truth, ay, time.perf_counter() - t0
 
 
 def score_duke(loaded, kwargs: dict, shifts: tuple[str, ...], subjects: list[int]) -> list[dict]:
     rows = []
+    kwargs = dict(kwargs)
+    stack = kwargs.pop("stack", False)
     files = duke_files(DATA / "duke_dme", subjects)
     for shift in shifts:
         cm = np.zeros((10, 10), np.int64)
@@ -78,6 +101,17 @@ def score_duke(loaded, kwargs: dict, shifts: tuple[str, ...], subjects: list[int
         for path in files:
             with np.load(path, allow_pickle=False) as npz:
                 images, labels = npz["images"], npz["labels"]
+            if stack:
+                pred, truth, ay, dt = _score_stack(images, labels, shift, path, loaded, kwargs)
+                seconds += dt
+                n += len(pred)
+                cm += confusion_matrix(pred, truth, 10)
+                for k in range(len(pred)):
+                    mae, bias, total = boundary_errors(boundaries(pred[k : k + 1]), boundaries(truth[k : k + 1]))
+                    maes.append(mae * ay)
+                    biases.append(bias * ay)
+                    totals.append(total * ay)
+                continue
             for i in range(len(images)):
                 x, lab, (ay, ax) = apply_shift(images[i], labels[i], shift, seed=1000 * i + len(path.stem))
                 vol = OctVolume(data=x[None], scale_um=(120.0, ay, ax))
@@ -219,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.model:
         name, loaded, kwargs = load_spec(spec)
         print(f"{name}: {spec}", flush=True)
+        per_bscan = {k: v for k, v in kwargs.items() if k != "stack"}
         results[name] = {
             "duke": score_duke(loaded, kwargs, tuple(args.shifts), args.subjects),
-            "vol": score_vol(loaded, kwargs),
-            "speed": pipeline_speed(loaded, kwargs),
+            "vol": score_vol(loaded, per_bscan),
+            "speed": pipeline_speed(loaded, per_bscan),
         }
         print(f"  pipeline {results[name]['speed']:.2f} B-scans/s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

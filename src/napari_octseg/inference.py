@@ -24,6 +24,7 @@ from .core.classes import N_CLASSES
 from .core.errors import Cancelled, CheckpointError, InputError
 from .core.intensity import resolve_reflectivity
 from .core.progress import Progress
+from .core.retina_window import RowWindow, accepted, window_from_surfaces
 from .core.volume import OctVolume
 from .grid import GridMap, check_spacing, grid_map, surfaces_to_native, to_model_grid, to_native_grid
 from .io.labels import labels_sidecar  # re-exported: the labels file format lives in io.labels
@@ -32,7 +33,7 @@ from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
 from .models.runtime import inference_network, release_cached
-from .ordering import FLUID, labels_from_edges, ordered_edges, paint_fluid
+from .ordering import FLUID, N_ORDERED, labels_from_edges, ordered_edges, paint_fluid
 from .quality.score import QualityAccumulator, QualityReport
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
@@ -77,6 +78,9 @@ class SegmentationResult:
     boundary_offsets_px
         The checkpoint's boundary calibration the decoding applied (model-grid rows ILM .. BM, + = deeper),
         or ``None``.
+    window_bscans, window_reruns
+        How many B-scans the network saw only on the rows around the retina (``window=True``), and how
+        many windowed results were refused and run again at full height.
     """
 
     labels: np.ndarray
@@ -94,6 +98,8 @@ class SegmentationResult:
     uncertainty: np.ndarray | None = None
     quality: QualityReport | None = None
     boundary_offsets_px: tuple[float, ...] | None = None
+    window_bscans: int = 0
+    window_reruns: int = 0
 
     def provenance(self) -> dict[str, Any]:
         """JSON-serialisable record of the preprocessing decisions (for the labels sidecar)."""
@@ -105,6 +111,7 @@ class SegmentationResult:
             "model_shape": list(self.model_shape) if self.model_shape else None,
             "notes": list(self.notes),
             "boundary_offsets_px": list(self.boundary_offsets_px) if self.boundary_offsets_px else None,
+            "retina_window": {"bscans": self.window_bscans, "rerun_full_height": self.window_reruns},
         }
 
 
@@ -159,6 +166,61 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def _probabilities(net: nn.Module, x: np.ndarray, device: torch.device, window: RowWindow | None) -> torch.Tensor:
+    """Softmax (n, C, h, w) of model-grid B-scans ``x`` (n, h, w), the network run on ``window``'s rows only.
+
+    Rows above the window get probability 1 for the vitreous, rows below it for the choroid (what the
+    anatomical decoding gives them); the caller checks the windowed result (:func:`_window_checked`).
+    """
+    memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+    height, width = x.shape[-2:]
+    seen = x if window is None else x[:, window.top : window.bottom]
+    multiple = 2 ** int(getattr(net, "depth", 0))
+    rows, cols = seen.shape[-2:]
+    if multiple > 1 and (rows % multiple or cols % multiple):
+        # SegNet pads to this multiple itself (replicate), but torch's 1-channel channels-last
+        # replication pad is slow; numpy's edge pad is the same operation at a fraction of the cost.
+        seen = np.pad(seen, ((0, 0), (0, -rows % multiple), (0, -cols % multiple)), mode="edge")
+    with _autocast(device):
+        batch = torch.from_numpy(np.ascontiguousarray(seen[:, None])).to(device)
+        logits = net(batch.contiguous(memory_format=memory_format))[..., :rows, :cols].float()
+    probs = torch.softmax(logits, dim=1)
+    if window is None or probs.shape[1] != N_CLASSES:
+        return probs if window is None else _probabilities(net, x, device, None)
+    full = torch.zeros((x.shape[0], N_CLASSES, height, width), dtype=probs.dtype, device=probs.device)
+    full[:, 0, : window.top] = 1.0
+    full[:, N_ORDERED - 1, window.bottom :] = 1.0
+    full[:, :, window.top : window.bottom] = probs
+    return full
+
+
+def _window_checked(
+    net: nn.Module,
+    x: np.ndarray,
+    device: torch.device,
+    window: RowWindow | None,
+    offsets_px: tuple[float, ...] | None,
+) -> tuple[torch.Tensor, np.ndarray | None, int]:
+    """Probabilities, ordered edges (n, 8, w) and how many B-scans had to be run again at full height.
+
+    A windowed B-scan is kept only if its ILM and BM lie inside the window, clear of its edges
+    (:func:`napari_octseg.core.retina_window.accepted`); the others are run again on every row, so a
+    window can cost time but never cut the retina off.
+    """
+    probs = _probabilities(net, x, device, window)
+    if probs.shape[1] != N_CLASSES:
+        return probs, None, 0
+    edges = ordered_edges(probs, offsets_px).cpu().numpy()
+    if window is None:
+        return probs, edges, 0
+    ok = accepted(window, edges[:, 0], edges[:, -1])
+    redo = np.flatnonzero(~ok)
+    if redo.size:
+        probs[redo] = _probabilities(net, x[redo], device, None)
+        edges[redo] = ordered_edges(probs[redo], offsets_px).cpu().numpy()
+    return probs, edges, int(redo.size)
+
+
 def _forward(
     net: nn.Module,
     x: np.ndarray,
@@ -169,30 +231,25 @@ def _forward(
     want_probabilities: bool,
     want_uncertainty: bool = False,
     offsets_px: tuple[float, ...] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
+    window: RowWindow | None = None,
+) -> _Batch:
     """Labels (and float16 probabilities, uncertainty) on the native grid of model-grid B-scans ``x`` (n, h, w).
 
     The uncertainty is one minus the margin between the two likeliest classes' probabilities
     (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), from the same softmax.
+    ``window`` (ordered 10-class decoding only) runs the network on those rows (:func:`_window_checked`).
 
     Grad mode is switched off only inside this call, never across the generator's yields (which
     would leak into the caller's thread).
     """
-    memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-    height, width = x.shape[-2:]
-    multiple = 2 ** int(getattr(net, "depth", 0))
-    if multiple > 1 and (height % multiple or width % multiple):
-        # SegNet pads to this multiple itself (replicate), but torch's 1-channel channels-last
-        # replication pad is slow; numpy's edge pad is the same operation at a fraction of the cost.
-        x = np.pad(x, ((0, 0), (0, -height % multiple), (0, -width % multiple)), mode="edge")
     depth, n_cols = gm.native_shape
-    with torch.inference_mode(), _autocast(device):
-        batch = torch.from_numpy(x[:, None]).to(device).contiguous(memory_format=memory_format)
-        logits = net(batch)[..., :height, :width].float()
-        n_out = int(logits.shape[1])
-        probs_t = torch.softmax(logits, dim=1)
-        if ordered and n_out == N_CLASSES:
-            edges = ordered_edges(probs_t, offsets_px).cpu().numpy()
+    with torch.inference_mode():
+        if ordered:
+            probs_t, edges, reruns = _window_checked(net, x, device, window, offsets_px)
+        else:
+            probs_t, edges, reruns = _probabilities(net, x, device, None), None, 0
+        n_out = int(probs_t.shape[1])
+        if edges is not None and n_out == N_CLASSES:
             # fluid wins where it beats every other class (argmax's first-index rule gives ties to the others);
             # a max over the classes is several times faster than argmax over the channel dimension on a CPU
             fluid = (probs_t[:, FLUID] > probs_t[:, :FLUID].amax(dim=1)).to("cpu", torch.uint8).numpy()
@@ -201,6 +258,7 @@ def _forward(
                 labels[i] = labels_from_edges(surfaces_to_native(edges[i], gm), depth)
                 paint_fluid(labels[i], to_native_grid(fluid[i], gm, nearest=True).astype(bool))
         else:
+            edges = None
             labels = to_native_grid(probs_t.argmax(dim=1).to("cpu", torch.uint8).numpy(), gm, nearest=True)
         probs = None
         if want_probabilities:
@@ -211,7 +269,19 @@ def _forward(
                 unc = to_native_grid(_margin_uncertainty(probs_t).cpu().numpy(), gm).astype(np.float16)
             else:
                 unc = np.zeros((x.shape[0], depth, n_cols), np.float16)
-        return labels, probs, n_out, unc
+        return _Batch(labels, probs, n_out, unc, edges, reruns)
+
+
+@dataclass
+class _Batch:
+    """One batch's results from :func:`_forward`; ``edges`` are model-grid rows (n, 8, w) when ordered."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    n_out: int
+    uncertainty: np.ndarray | None
+    edges: np.ndarray | None
+    reruns: int
 
 
 def _margin_uncertainty(probs: torch.Tensor) -> torch.Tensor:
@@ -269,6 +339,7 @@ def segment(
     scale_um: tuple[float, ...] | None = None,
     reflectivity: str = "auto",
     ordered: bool = True,
+    window: bool = True,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment every B-scan of ``volume`` into the checkpoint's classes.
 
@@ -304,6 +375,10 @@ def segment(
         with ``x ** 0.25``) or ``"display"``.
     ordered
         Decode labels in anatomical order (Duke scheme, 10 classes); ``False`` gives the raw argmax.
+    window
+        Run the network only on the rows around the retina found in the previous B-scans
+        (:mod:`napari_octseg.core.retina_window`; ordered 10-class decoding only). A B-scan whose retina
+        nears the window's edge is run again at full height. ``False`` runs every row of every B-scan.
 
     Yields
     ------
@@ -344,15 +419,20 @@ def segment(
 
     t0 = time.perf_counter()
     done = 0
+    use_window = window and ordered and n_classes == N_CLASSES
+    multiple = 2 ** int(getattr(net, "depth", 0))
+    prior: RowWindow | None = None
+    windowed = reruns = 0
     yield Progress(0, n, "segmenting", {"batch_size": batch_size, "device": str(dev)})
     while done < n:
         if cancel is not None and cancel():
             raise Cancelled("segmentation cancelled; nothing was written")
-        stop = min(done + batch_size, n)
+        # Without a window yet, one B-scan at full height tells where the retina is.
+        stop = min(done + (1 if use_window and done == 0 else batch_size), n)
         x = normalize_bscans(to_model_grid(_display_batch(data, kind, done, stop), gm), model.normalization)
         out_of_memory = False
         try:
-            batch_labels, batch_probs, n_out, batch_unc = _forward(
+            batch = _forward(
                 net,
                 x,
                 dev,
@@ -361,6 +441,7 @@ def segment(
                 want_probabilities=probabilities is not None,
                 want_uncertainty=return_uncertainty,
                 offsets_px=model.boundary_offsets_px,
+                window=prior,
             )
         except Exception as exc:
             if not _is_oom(exc):
@@ -375,16 +456,23 @@ def segment(
                 ) from None
             batch_size //= 2
             continue
-        if n_out != n_classes:
+        if batch.n_out != n_classes:
             raise CheckpointError(
-                f"{model.source}: network outputs {n_out} classes but the checkpoint names {n_classes}"
+                f"{model.source}: network outputs {batch.n_out} classes but the checkpoint names {n_classes}"
             )
-        labels[done:stop] = batch_labels
+        labels[done:stop] = batch.labels
         if probabilities is not None:
-            probabilities[done:stop] = batch_probs
-        if uncertainty is not None and accumulator is not None and batch_unc is not None:
-            uncertainty[done:stop] = batch_unc
-            accumulator.add(x, batch_labels, batch_unc)
+            probabilities[done:stop] = batch.probabilities
+        if uncertainty is not None and accumulator is not None and batch.uncertainty is not None:
+            uncertainty[done:stop] = batch.uncertainty
+            accumulator.add(x, batch.labels, batch.uncertainty)
+        if prior is not None:
+            windowed += stop - done - batch.reruns
+            reruns += batch.reruns
+        if reruns > 4 and reruns > windowed:
+            use_window, prior = False, None  # the B-scans do not follow each other: stop paying twice
+        if use_window and batch.edges is not None:
+            prior = window_from_surfaces(batch.edges[:, 0], batch.edges[:, -1], x.shape[1], max(multiple, 1))
         done = stop
         yield Progress(done, n, "segmenting", {"batch_size": batch_size, "device": str(dev)})
     return SegmentationResult(
@@ -403,6 +491,8 @@ def segment(
         uncertainty=uncertainty,
         quality=accumulator.report() if accumulator is not None else None,
         boundary_offsets_px=model.boundary_offsets_px if ordered and n_classes == N_CLASSES else None,
+        window_bscans=windowed,
+        window_reruns=reruns,
     )
 
 

@@ -1,0 +1,107 @@
+"""The band of rows around the retina that the network needs to see (numpy only).
+
+Most of a B-scan is vitreous above the retina and choroid/sclera below it; the network's cost is
+proportional to the rows it sees. :func:`napari_octseg.inference.segment` therefore runs the network
+on a window of rows around where the retina was in the B-scans just segmented, and checks each
+result: a B-scan whose retina comes near the window's edge, or is not in the window at all, is run
+again at full height. Rows outside an accepted window are vitreous above and choroid below,
+which is what the anatomical decoding gives them anyway.
+
+All rows here are on the network's grid (after resampling to the model's pixel spacing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Rows of context kept above the highest ILM and below the deepest BM seen in the previous B-scans
+#: (about 190 and 250 µm at the bundled model's 3.87 µm axial spacing). Chosen with
+#: benchmarks/bench_segment.py --window-check: with these margins the labels of Duke Subject_07-08
+#: and every controlled shift agree with the full-height pass (figures in the README).
+MARGIN_ABOVE = 48
+MARGIN_BELOW = 64
+#: A windowed result is accepted only if its ILM stays this many rows below the window's top and its
+#: BM this many rows above the window's bottom (where the window does not reach the image edge).
+GUARD = 16
+#: The median retina (ILM to BM) of an accepted windowed B-scan is at least this many rows thick.
+MIN_THICKNESS = 10
+#: A window taller than this fraction of the B-scan saves too little to be worth it.
+MAX_FRACTION = 0.85
+
+
+@dataclass(frozen=True)
+class RowWindow:
+    """Rows ``top : top + height`` of a B-scan ``image_height`` rows tall."""
+
+    top: int
+    height: int
+    image_height: int
+
+    @property
+    def bottom(self) -> int:
+        """One past the last row of the window."""
+        return self.top + self.height
+
+
+def window_from_surfaces(
+    ilm_rows: np.ndarray,
+    bm_rows: np.ndarray,
+    image_height: int,
+    multiple: int,
+    margin_above: int = MARGIN_ABOVE,
+    margin_below: int = MARGIN_BELOW,
+) -> RowWindow | None:
+    """The window holding every ``ilm_rows`` / ``bm_rows`` (any shape, rows) with margins, or ``None``.
+
+    The height is rounded up to ``multiple`` (the network's pooling factor) so that no padding is
+    needed. ``None`` when the window would not be at most :data:`MAX_FRACTION` of the image (no saving)
+    or the rows are not finite.
+    """
+    ilm = np.asarray(ilm_rows, dtype=np.float64)
+    bm = np.asarray(bm_rows, dtype=np.float64)
+    if ilm.size == 0 or bm.size == 0 or not (np.isfinite(ilm).all() and np.isfinite(bm).all()):
+        return None
+    top = int(np.floor(ilm.min())) - margin_above
+    bottom = int(np.ceil(bm.max())) + margin_below
+    height = -(-(bottom - top) // multiple) * multiple
+    if height <= 0 or height > MAX_FRACTION * image_height:
+        return None
+    top = min(max(top, 0), image_height - height)
+    return RowWindow(top=top, height=height, image_height=image_height)
+
+
+def accepted(
+    window: RowWindow,
+    ilm_rows: np.ndarray,
+    bm_rows: np.ndarray,
+    guard: int = GUARD,
+    min_thickness: float = MIN_THICKNESS,
+) -> np.ndarray:
+    """Which B-scans' windowed surfaces are trustworthy: bool (n,).
+
+    ``ilm_rows`` and ``bm_rows`` are (n, width) rows on the full B-scan's grid. Both surfaces must stay
+    ``guard`` rows clear of the window's edges (an edge that is the image's own edge needs no clearance),
+    and the retina must be there at all: a median ILM-BM distance of at least ``min_thickness`` rows (a
+    window that saw only vitreous or only choroid decodes to a collapsed retina).
+    """
+    ilm = np.asarray(ilm_rows, dtype=np.float64)
+    bm = np.asarray(bm_rows, dtype=np.float64)
+    low = window.top + guard if window.top > 0 else 0
+    high = window.bottom - guard if window.bottom < window.image_height else window.image_height
+    inside = (ilm.min(axis=1) >= low) & (bm.max(axis=1) <= high) & (ilm.max(axis=1) <= high) & (bm.min(axis=1) >= low)
+    thick: np.ndarray = np.median(bm - ilm, axis=1) >= min_thickness
+    return inside & thick
+
+
+__all__ = [
+    "GUARD",
+    "MARGIN_ABOVE",
+    "MARGIN_BELOW",
+    "MAX_FRACTION",
+    "RowWindow",
+    "accepted",
+    "MIN_THICKNESS",
+    "window_from_surfaces",
+]
