@@ -91,8 +91,8 @@ def accepted(
     low = window.top + guard if window.top > 0 else 0
     high = window.bottom - guard if window.bottom < window.image_height else window.image_height
     inside = (ilm.min(axis=1) >= low) & (bm.max(axis=1) <= high) & (ilm.max(axis=1) <= high) & (bm.min(axis=1) >= low)
-    thick: np.ndarray = np.median(bm - ilm, axis=1) >= min_thickness
-    return inside & thick
+    thick = np.median(bm - ilm, axis=1) >= min_thickness
+    return np.asarray(inside & thick, dtype=bool)
 
 
 __all__ = [
