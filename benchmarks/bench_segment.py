@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_segment.py                 # default + paper on CPU (+ CUDA when present)
     python benchmarks/bench_segment.py --big           # ... and the 128 x 1024 x 512 peak-RSS run
     python benchmarks/bench_segment.py --cpu-paper-bscans 49   # the paper network on all 49 B-scans
+    python benchmarks/bench_segment.py --presets default --data duke   # real B-scans (the retina window)
 """
 
 from __future__ import annotations
@@ -31,6 +32,25 @@ from pathlib import Path
 import numpy as np
 
 GB = 1024**3
+
+
+DUKE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "duke_dme"
+
+
+def _duke_volume(n: int, w: int, path: Path) -> dict:
+    """Save the first ``n`` of the 88 Duke B-scans (Subject_01 on; edge-padded or centre-cropped to ``w``)."""
+    bscans = []
+    for f in sorted(DUKE.glob("Subject_*.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            for img in z["images"]:
+                pad = max(0, w - img.shape[1])
+                img = np.pad(img, ((0, 0), (pad // 2, pad - pad // 2)), mode="edge")
+                start = (img.shape[1] - w) // 2
+                bscans.append(img[:, start : start + w])
+    if len(bscans) < n:
+        raise SystemExit(f"needs {n} Duke B-scans in {DUKE}; found {len(bscans)}")
+    np.save(path, np.stack(bscans[:n]))
+    return {"source": f"Duke DME B-scans 1-{n} (Subject_01 on, 11 per subject)", "reflectivity": "display"}
 
 
 def _make_volume(n: int, h: int, w: int, path: Path) -> dict:
@@ -125,7 +145,8 @@ def child(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats()
     rss_before = proc.memory_info().rss
     t = time.perf_counter()
-    result = run_generator(segment(vol, loaded, device=args.device, batch_size=args.batch_size))
+    window = args.window == "on"
+    result = run_generator(segment(vol, loaded, device=args.device, batch_size=args.batch_size, window=window))
     seconds = time.perf_counter() - t
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     cuda_peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
@@ -146,15 +167,18 @@ def child(args: argparse.Namespace) -> None:
                 "rss_before_gb": rss_before / GB,
                 "peak_rss_gb": peak_rss / GB,
                 "cuda_peak_gb": cuda_peak / GB if cuda_peak is not None else None,
+                "window": f"{result.window_bscans}/{result.window_reruns}" if window else "off",
             }
         )
     )
 
 
-def _run_child(volume: Path, info: dict, preset: str, device: str, n: int, args: argparse.Namespace) -> dict:
+def _run_child(
+    volume: Path, info: dict, preset: str, device: str, n: int, args: argparse.Namespace, window: str = "on"
+) -> dict:
     cmd = [sys.executable, __file__, "--child", "--volume", str(volume), "--reflectivity", info["reflectivity"],
            "--preset", preset, "--device", device, "--n-bscans", str(n), "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads)]  # fmt: skip
+           "--threads", str(args.threads), "--window", window]  # fmt: skip
     if args.default_model:
         cmd += ["--default-model", args.default_model]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -166,18 +190,24 @@ def _run_child(volume: Path, info: dict, preset: str, device: str, n: int, args:
 def _table(rows: list[dict]) -> str:
     head = (
         f"{'model':<26} {'Mparam':>6} {'device':>6} {'thr':>3} {'volume':>14} {'batch':>5} {'B-scan/s':>8} "
-        f"{'GFLOP/B':>7} {'GFLOP/s':>7} {'matmul':>7} {'frac':>5} {'RSS0 GB':>7} {'peakRSS':>7} {'CUDA GB':>7}"
+        f"{'GFLOP/B':>7} {'GFLOP/s':>7} {'matmul':>7} {'frac':>5} {'RSS0 GB':>7} {'peakRSS':>7} {'CUDA GB':>7} "
+        f"{'window':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        # FLOPs are counted at full height: with the window on, the network sees fewer rows, so the
+        # achieved rate and fraction are given for full-height runs only
+        full = r.get("window", "off") == "off"
         achieved = r["gflop_per_bscan"] * r["bscans_per_s"]
+        rate = f"{achieved:>7.1f}" if full else f"{'-':>7}"
+        frac = f"{achieved / r['matmul_gflops']:>5.2f}" if full else f"{'-':>5}"
         cuda = f"{r['cuda_peak_gb']:.2f}" if r["cuda_peak_gb"] is not None else "-"
         shape = "x".join(map(str, r["shape"]))
         lines.append(
             f"{r['model']:<26} {r['params_m']:>6.2f} {r['device']:>6} {r['threads']:>3} {shape:>14} "
-            f"{r['batch_size']:>5} {r['bscans_per_s']:>8.2f} {r['gflop_per_bscan']:>7.1f} {achieved:>7.1f} "
-            f"{r['matmul_gflops']:>7.1f} {achieved / r['matmul_gflops']:>5.2f} {r['rss_before_gb']:>7.2f} "
-            f"{r['peak_rss_gb']:>7.2f} {cuda:>7}"
+            f"{r['batch_size']:>5} {r['bscans_per_s']:>8.2f} {r['gflop_per_bscan']:>7.1f} {rate} "
+            f"{r['matmul_gflops']:>7.1f} {frac} {r['rss_before_gb']:>7.2f} "
+            f"{r['peak_rss_gb']:>7.2f} {cuda:>7} {r.get('window', 'off'):>7}"
         )
     return "\n".join(lines)
 
@@ -198,6 +228,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--default-model", default=None, metavar="PATH",
                    help="checkpoint to use as 'default' (else the bundled one, else the light preset)")  # fmt: skip
+    p.add_argument("--data", choices=["synthetic", "duke"], default="synthetic",
+                   help="the 496 x 512 volume: synthetic, or the Duke DME B-scans in ../shared/data")  # fmt: skip
+    p.add_argument("--window", choices=["on", "off", "both"], default="both",
+                   help="the retina window (segment(window=...)): on, off, or both side by side")  # fmt: skip
     p.add_argument("--big", action="store_true", help="also measure peak RSS on 128 x 1024 x 512")
     p.add_argument("--big-only", action="store_true", help="only the 128 x 1024 x 512 peak-RSS run")
     args = p.parse_args()
@@ -207,26 +241,34 @@ def main() -> None:
     import torch
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    windows = ["on", "off"] if args.window == "both" else [args.window]
     rows = []
     print(f"load average at start: {os.getloadavg()}, CPUs: {os.cpu_count()}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.big_only:
             path = Path(tmp) / "vol.npy"
-            info = _make_volume(args.n_bscans, 496, 512, path)
+            if args.data == "duke":
+                info = _duke_volume(args.n_bscans, 512, path)
+            else:
+                info = _make_volume(args.n_bscans, 496, 512, path)
             for preset in args.presets:
                 for device in devices:
                     n = args.cpu_paper_bscans if (preset == "paper" and device == "cpu") else args.n_bscans
-                    rows.append(_run_child(path, info, preset, device, min(n, args.n_bscans), args))
-                    print(_table(rows[-1:]).splitlines()[-1], flush=True)
+                    for window in windows:
+                        rows.append(_run_child(path, info, preset, device, min(n, args.n_bscans), args, window))
+                        print(_table(rows[-1:]).splitlines()[-1], flush=True)
         if args.big or args.big_only:
             path = Path(tmp) / "big.npy"
             info = _make_volume(128, 1024, 512, path)
             for device in devices:
-                rows.append(_run_child(path, info, "default", device, 128, args))
-                print(_table(rows[-1:]).splitlines()[-1], flush=True)
+                for window in windows:
+                    rows.append(_run_child(path, info, "default", device, 128, args, window))
+                    print(_table(rows[-1:]).splitlines()[-1], flush=True)
     print(f"\nvolume data: {info['source']}; load average at end: {os.getloadavg()}")
     print("frac = conv GFLOP/B-scan x B-scans/s / matmul GFLOP/s (same process, just before); RSS0 = RSS before")
-    print("segmenting (torch + model + volume); peakRSS = whole process, ru_maxrss.\n")
+    print("segmenting (torch + model + volume); peakRSS = whole process, ru_maxrss; window = B-scans the network")
+    print("saw on the retina window / windowed results run again at full height (off: every row), FLOPs and frac")
+    print("for full-height runs only.\n")
     print(_table(rows))
 
 

@@ -90,3 +90,11 @@ def test_the_raw_argmax_never_uses_the_window(model):
     volume = np.stack([_bscan(100) for _ in range(4)])
     result = _run(volume, model, window=True, ordered=False)
     assert result.window_bscans == 0
+
+
+def test_a_window_at_the_image_top_is_a_window_not_a_rerun(model):
+    volume = np.stack([_bscan(8 + i) for i in range(5)])  # the window is clamped to start at row 0
+    full = _run(volume, model, window=False)
+    win = _run(volume, model, window=True, return_uncertainty=True)
+    assert win.window_bscans == 4 and win.window_reruns == 0
+    np.testing.assert_array_equal(win.labels, full.labels)

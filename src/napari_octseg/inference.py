@@ -166,32 +166,35 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def _probabilities(net: nn.Module, x: np.ndarray, device: torch.device, window: RowWindow | None) -> torch.Tensor:
-    """Softmax (n, C, h, w) of model-grid B-scans ``x`` (n, h, w), the network run on ``window``'s rows only.
-
-    Rows above the window get probability 1 for the vitreous, rows below it for the choroid (what the
-    anatomical decoding gives them); the caller checks the windowed result (:func:`_window_checked`).
-    """
+def _probabilities(net: nn.Module, x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Softmax (n, C, h, w) of the network on model-grid B-scans ``x`` (n, h, w) (any h, w)."""
     memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-    height, width = x.shape[-2:]
-    seen = x if window is None else x[:, window.top : window.bottom]
+    rows, cols = x.shape[-2:]
     multiple = 2 ** int(getattr(net, "depth", 0))
-    rows, cols = seen.shape[-2:]
     if multiple > 1 and (rows % multiple or cols % multiple):
         # SegNet pads to this multiple itself (replicate), but torch's 1-channel channels-last
         # replication pad is slow; numpy's edge pad is the same operation at a fraction of the cost.
-        seen = np.pad(seen, ((0, 0), (0, -rows % multiple), (0, -cols % multiple)), mode="edge")
+        x = np.pad(x, ((0, 0), (0, -rows % multiple), (0, -cols % multiple)), mode="edge")
     with _autocast(device):
-        batch = torch.from_numpy(np.ascontiguousarray(seen[:, None])).to(device)
+        batch = torch.from_numpy(np.ascontiguousarray(x[:, None])).to(device)
         logits = net(batch.contiguous(memory_format=memory_format))[..., :rows, :cols].float()
-    probs = torch.softmax(logits, dim=1)
-    if window is None or probs.shape[1] != N_CLASSES:
-        return probs if window is None else _probabilities(net, x, device, None)
-    full = torch.zeros((x.shape[0], N_CLASSES, height, width), dtype=probs.dtype, device=probs.device)
-    full[:, 0, : window.top] = 1.0
-    full[:, N_ORDERED - 1, window.bottom :] = 1.0
-    full[:, :, window.top : window.bottom] = probs
-    return full
+    return torch.softmax(logits, dim=1)
+
+
+@dataclass
+class _Part:
+    """B-scans ``index`` of a batch whose network output covers model-grid rows ``top : top + probs.shape[2]``.
+
+    Above those rows the decoding gives vitreous, below them choroid (the retina window's rule).
+    ``edges`` (len(index), 8, w) are on the full B-scan's rows, ``None`` unless decoded in order; ``rerun``:
+    a refused window's B-scans, run again on every row.
+    """
+
+    index: np.ndarray
+    probs: torch.Tensor
+    top: int
+    edges: np.ndarray | None
+    rerun: bool = False
 
 
 def _window_checked(
@@ -200,25 +203,45 @@ def _window_checked(
     device: torch.device,
     window: RowWindow | None,
     offsets_px: tuple[float, ...] | None,
-) -> tuple[torch.Tensor, np.ndarray | None, int]:
-    """Probabilities, ordered edges (n, 8, w) and how many B-scans had to be run again at full height.
+    ordered: bool,
+) -> list[_Part]:
+    """The network's output for a batch, on ``window``'s rows where that is trustworthy, else every row.
 
     A windowed B-scan is kept only if its ILM and BM lie inside the window, clear of its edges
     (:func:`napari_octseg.core.retina_window.accepted`); the others are run again on every row, so a
-    window can cost time but never cut the retina off.
+    window can cost time but never cut the retina off. Decoding on the window's rows alone gives the
+    same edges as on the whole B-scan with vitreous above and choroid below (every split outside the
+    window is worse), at a fraction of the cost.
     """
-    probs = _probabilities(net, x, device, window)
-    if probs.shape[1] != N_CLASSES:
-        return probs, None, 0
+    everything = np.arange(x.shape[0])
+    probs = _probabilities(net, x if window is None else x[:, window.top : window.bottom], device)
+    if not ordered or probs.shape[1] != N_CLASSES:
+        if window is None:
+            return [_Part(everything, probs, 0, None)]
+        return [_Part(everything, _probabilities(net, x, device), 0, None)]
     edges = ordered_edges(probs, offsets_px).cpu().numpy()
     if window is None:
-        return probs, edges, 0
+        return [_Part(everything, probs, 0, edges)]
+    edges += window.top
     ok = accepted(window, edges[:, 0], edges[:, -1])
-    redo = np.flatnonzero(~ok)
+    parts = [_Part(everything[ok], probs[torch.from_numpy(ok)], window.top, edges[ok])] if ok.any() else []
+    redo = everything[~ok]
     if redo.size:
-        probs[redo] = _probabilities(net, x[redo], device, None)
-        edges[redo] = ordered_edges(probs[redo], offsets_px).cpu().numpy()
-    return probs, edges, int(redo.size)
+        full = _probabilities(net, x[redo], device)
+        parts.append(_Part(redo, full, 0, ordered_edges(full, offsets_px).cpu().numpy(), rerun=True))
+    return parts
+
+
+def _full_height(part: _Part, height: int) -> torch.Tensor:
+    """A part's probabilities on every model-grid row: 1 for vitreous above its rows, choroid below."""
+    p = part.probs
+    if part.top == 0 and p.shape[2] == height:
+        return p
+    full = torch.zeros((p.shape[0], p.shape[1], height, p.shape[3]), dtype=p.dtype, device=p.device)
+    full[:, 0, : part.top] = 1.0
+    full[:, N_ORDERED - 1, part.top + p.shape[2] :] = 1.0
+    full[:, :, part.top : part.top + p.shape[2]] = p
+    return full
 
 
 def _forward(
@@ -236,40 +259,48 @@ def _forward(
     """Labels (and float16 probabilities, uncertainty) on the native grid of model-grid B-scans ``x`` (n, h, w).
 
     The uncertainty is one minus the margin between the two likeliest classes' probabilities
-    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), from the same softmax.
-    ``window`` (ordered 10-class decoding only) runs the network on those rows (:func:`_window_checked`).
+    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), from the same softmax; it is 0
+    (certain) outside a retina window. ``window`` (ordered 10-class decoding only) runs the network on
+    those rows (:func:`_window_checked`).
 
     Grad mode is switched off only inside this call, never across the generator's yields (which
     would leak into the caller's thread).
     """
     depth, n_cols = gm.native_shape
+    n, height, width = x.shape
+    labels = np.empty((n, depth, n_cols), np.uint8)
+    probs = np.empty((n, N_CLASSES, depth, n_cols), np.float16) if want_probabilities else None
+    unc = np.zeros((n, depth, n_cols), np.float16) if want_uncertainty else None
+    edges_all: np.ndarray | None = None
     with torch.inference_mode():
-        if ordered:
-            probs_t, edges, reruns = _window_checked(net, x, device, window, offsets_px)
-        else:
-            probs_t, edges, reruns = _probabilities(net, x, device, None), None, 0
-        n_out = int(probs_t.shape[1])
-        if edges is not None and n_out == N_CLASSES:
-            # fluid wins where it beats every other class (argmax's first-index rule gives ties to the others);
-            # a max over the classes is several times faster than argmax over the channel dimension on a CPU
-            fluid = (probs_t[:, FLUID] > probs_t[:, :FLUID].amax(dim=1)).to("cpu", torch.uint8).numpy()
-            labels = np.empty((x.shape[0], depth, n_cols), np.uint8)
-            for i in range(x.shape[0]):
-                labels[i] = labels_from_edges(surfaces_to_native(edges[i], gm), depth)
-                paint_fluid(labels[i], to_native_grid(fluid[i], gm, nearest=True).astype(bool))
-        else:
-            edges = None
-            labels = to_native_grid(probs_t.argmax(dim=1).to("cpu", torch.uint8).numpy(), gm, nearest=True)
-        probs = None
-        if want_probabilities:
-            probs = to_native_grid(probs_t.cpu().numpy(), gm).astype(np.float16)
-        unc = None
-        if want_uncertainty:
-            if n_out > 1:
-                unc = to_native_grid(_margin_uncertainty(probs_t).cpu().numpy(), gm).astype(np.float16)
+        parts = _window_checked(net, x, device, window, offsets_px, ordered)
+        n_out = int(parts[0].probs.shape[1])
+        if want_probabilities and n_out != N_CLASSES:
+            probs = np.empty((n, n_out, depth, n_cols), np.float16)
+        for part in parts:
+            p, idx, top = part.probs, part.index, part.top
+            if part.edges is not None:
+                if edges_all is None:
+                    edges_all = np.empty((n, *part.edges.shape[1:]), np.float32)
+                edges_all[idx] = part.edges
+                # fluid wins where it beats every other class (argmax's first-index rule gives ties to the
+                # others); a max over the classes is several times faster than argmax over the channels on a CPU
+                fluid = np.zeros((len(idx), height, width), np.uint8)
+                wins = p[:, FLUID] > p[:, :FLUID].amax(dim=1)
+                fluid[:, top : top + p.shape[2]] = wins.to("cpu", torch.uint8).numpy()
+                for k, i in enumerate(idx):
+                    labels[i] = labels_from_edges(surfaces_to_native(part.edges[k], gm), depth)
+                    paint_fluid(labels[i], to_native_grid(fluid[k], gm, nearest=True).astype(bool))
             else:
-                unc = np.zeros((x.shape[0], depth, n_cols), np.float16)
-        return _Batch(labels, probs, n_out, unc, edges, reruns)
+                labels[idx] = to_native_grid(p.argmax(dim=1).to("cpu", torch.uint8).numpy(), gm, nearest=True)
+            if probs is not None:
+                probs[idx] = to_native_grid(_full_height(part, height).cpu().numpy(), gm).astype(np.float16)
+            if unc is not None and n_out > 1:
+                u = np.zeros((len(idx), height, width), np.float32)
+                u[:, top : top + p.shape[2]] = _margin_uncertainty(p).cpu().numpy()
+                unc[idx] = to_native_grid(u, gm).astype(np.float16)
+    reruns = sum(len(part.index) for part in parts if part.rerun)
+    return _Batch(labels, probs, n_out, unc, edges_all, reruns)
 
 
 @dataclass
