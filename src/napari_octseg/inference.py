@@ -10,7 +10,6 @@ whole-volume arrays are the input itself, the uint8 labels and (on request) the 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -18,22 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .core.classes import N_CLASSES
 from .core.errors import Cancelled, CheckpointError, InputError
 from .core.intensity import resolve_reflectivity
 from .core.progress import Progress
-from .core.retina_window import RowWindow, accepted, window_from_surfaces
+from .core.retina_window import RowWindow, window_from_surfaces
 from .core.volume import OctVolume
-from .grid import GridMap, check_spacing, grid_map, surfaces_to_native, to_model_grid, to_native_grid
+from .forward import forward_batch
+from .grid import GridMap, check_spacing, grid_map, to_model_grid
 from .io.labels import labels_sidecar  # re-exported: the labels file format lives in io.labels
 from .io.provenance import bscan_hashes, edited_bscans  # re-exported: the edit record lives in io.provenance
 from .models.checkpoint import LoadedModel
 from .models.device import select_device
 from .models.normalization import normalize_bscans
 from .models.runtime import inference_network, release_cached
-from .ordering import FLUID, N_ORDERED, labels_from_edges, ordered_edges, paint_fluid
 from .quality.score import QualityAccumulator, QualityReport
 
 #: How many B-scans the finiteness check looks at at once (bounds its temporary boolean array).
@@ -149,14 +147,6 @@ def _display_batch(data: np.ndarray, reflectivity: str, start: int, stop: int) -
     return OctVolume(data=data[start:stop], reflectivity=reflectivity).display_data()  # type: ignore[arg-type]
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA only (bf16 where supported, else fp16); full precision elsewhere."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def _is_oom(exc: BaseException) -> bool:
     """GPU (``torch.OutOfMemoryError``, older "CUDA out of memory") or host allocation failure."""
     oom_type = getattr(torch, "OutOfMemoryError", None)
@@ -164,169 +154,6 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _probabilities(net: nn.Module, x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Softmax (n, C, h, w) of the network on model-grid B-scans ``x`` (n, h, w) (any h, w)."""
-    memory_format = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-    rows, cols = x.shape[-2:]
-    multiple = 2 ** int(getattr(net, "depth", 0))
-    if multiple > 1 and (rows % multiple or cols % multiple):
-        # SegNet pads to this multiple itself (replicate), but torch's 1-channel channels-last
-        # replication pad is slow; numpy's edge pad is the same operation at a fraction of the cost.
-        x = np.pad(x, ((0, 0), (0, -rows % multiple), (0, -cols % multiple)), mode="edge")
-    with _autocast(device):
-        batch = torch.from_numpy(np.ascontiguousarray(x[:, None])).to(device)
-        logits = net(batch.contiguous(memory_format=memory_format))[..., :rows, :cols].float()
-    return torch.softmax(logits, dim=1)
-
-
-@dataclass
-class _Part:
-    """B-scans ``index`` of a batch whose network output covers model-grid rows ``top : top + probs.shape[2]``.
-
-    Above those rows the decoding gives vitreous, below them choroid (the retina window's rule).
-    ``edges`` (len(index), 8, w) are on the full B-scan's rows, ``None`` unless decoded in order; ``rerun``:
-    a refused window's B-scans, run again on every row.
-    """
-
-    index: np.ndarray
-    probs: torch.Tensor
-    top: int
-    edges: np.ndarray | None
-    rerun: bool = False
-
-
-def _window_checked(
-    net: nn.Module,
-    x: np.ndarray,
-    device: torch.device,
-    window: RowWindow | None,
-    offsets_px: tuple[float, ...] | None,
-    ordered: bool,
-) -> list[_Part]:
-    """The network's output for a batch, on ``window``'s rows where that is trustworthy, else every row.
-
-    A windowed B-scan is kept only if its ILM and BM lie inside the window, clear of its edges
-    (:func:`napari_octseg.core.retina_window.accepted`); the others are run again on every row, so a
-    window can cost time but never cut the retina off. Decoding on the window's rows alone gives the
-    same edges as on the whole B-scan with vitreous above and choroid below (every split outside the
-    window is worse), at a fraction of the cost.
-    """
-    everything = np.arange(x.shape[0])
-    probs = _probabilities(net, x if window is None else x[:, window.top : window.bottom], device)
-    if not ordered or probs.shape[1] != N_CLASSES:
-        if window is None:
-            return [_Part(everything, probs, 0, None)]
-        return [_Part(everything, _probabilities(net, x, device), 0, None)]
-    edges = ordered_edges(probs, offsets_px).cpu().numpy()
-    if window is None:
-        return [_Part(everything, probs, 0, edges)]
-    edges += window.top
-    ok = accepted(window, edges[:, 0], edges[:, -1])
-    parts = [_Part(everything[ok], probs[torch.from_numpy(ok)], window.top, edges[ok])] if ok.any() else []
-    redo = everything[~ok]
-    if redo.size:
-        full = _probabilities(net, x[redo], device)
-        parts.append(_Part(redo, full, 0, ordered_edges(full, offsets_px).cpu().numpy(), rerun=True))
-    return parts
-
-
-def _full_height(part: _Part, height: int) -> torch.Tensor:
-    """A part's probabilities on every model-grid row: 1 for vitreous above its rows, choroid below."""
-    p = part.probs
-    if part.top == 0 and p.shape[2] == height:
-        return p
-    full = torch.zeros((p.shape[0], p.shape[1], height, p.shape[3]), dtype=p.dtype, device=p.device)
-    full[:, 0, : part.top] = 1.0
-    full[:, N_ORDERED - 1, part.top + p.shape[2] :] = 1.0
-    full[:, :, part.top : part.top + p.shape[2]] = p
-    return full
-
-
-def _forward(
-    net: nn.Module,
-    x: np.ndarray,
-    device: torch.device,
-    gm: GridMap,
-    *,
-    ordered: bool,
-    want_probabilities: bool,
-    want_uncertainty: bool = False,
-    offsets_px: tuple[float, ...] | None = None,
-    window: RowWindow | None = None,
-) -> _Batch:
-    """Labels (and float16 probabilities, uncertainty) on the native grid of model-grid B-scans ``x`` (n, h, w).
-
-    The uncertainty is one minus the margin between the two likeliest classes' probabilities
-    (:func:`napari_octseg.quality.pixel_uncertainty` ``kind="margin"``), from the same softmax; it is 0
-    (certain) outside a retina window. ``window`` (ordered 10-class decoding only) runs the network on
-    those rows (:func:`_window_checked`).
-
-    Grad mode is switched off only inside this call, never across the generator's yields (which
-    would leak into the caller's thread).
-    """
-    depth, n_cols = gm.native_shape
-    n, height, width = x.shape
-    labels = np.empty((n, depth, n_cols), np.uint8)
-    probs = np.empty((n, N_CLASSES, depth, n_cols), np.float16) if want_probabilities else None
-    unc = np.zeros((n, depth, n_cols), np.float16) if want_uncertainty else None
-    edges_all: np.ndarray | None = None
-    with torch.inference_mode():
-        parts = _window_checked(net, x, device, window, offsets_px, ordered)
-        n_out = int(parts[0].probs.shape[1])
-        if want_probabilities and n_out != N_CLASSES:
-            probs = np.empty((n, n_out, depth, n_cols), np.float16)
-        for part in parts:
-            p, idx, top = part.probs, part.index, part.top
-            if part.edges is not None:
-                if edges_all is None:
-                    edges_all = np.empty((n, *part.edges.shape[1:]), np.float32)
-                edges_all[idx] = part.edges
-                # fluid wins where it beats every other class (argmax's first-index rule gives ties to the
-                # others); a max over the classes is several times faster than argmax over the channels on a CPU
-                fluid = np.zeros((len(idx), height, width), np.uint8)
-                wins = p[:, FLUID] > p[:, :FLUID].amax(dim=1)
-                fluid[:, top : top + p.shape[2]] = wins.to("cpu", torch.uint8).numpy()
-                for k, i in enumerate(idx):
-                    labels[i] = labels_from_edges(surfaces_to_native(part.edges[k], gm), depth)
-                    paint_fluid(labels[i], to_native_grid(fluid[k], gm, nearest=True).astype(bool))
-            else:
-                labels[idx] = to_native_grid(p.argmax(dim=1).to("cpu", torch.uint8).numpy(), gm, nearest=True)
-            if probs is not None:
-                probs[idx] = to_native_grid(_full_height(part, height).cpu().numpy(), gm).astype(np.float16)
-            if unc is not None and n_out > 1:
-                u = np.zeros((len(idx), height, width), np.float32)
-                u[:, top : top + p.shape[2]] = _margin_uncertainty(p).cpu().numpy()
-                unc[idx] = to_native_grid(u, gm).astype(np.float16)
-    reruns = sum(len(part.index) for part in parts if part.rerun)
-    return _Batch(labels, probs, n_out, unc, edges_all, reruns)
-
-
-@dataclass
-class _Batch:
-    """One batch's results from :func:`_forward`; ``edges`` are model-grid rows (n, 8, w) when ordered."""
-
-    labels: np.ndarray
-    probabilities: np.ndarray | None
-    n_out: int
-    uncertainty: np.ndarray | None
-    edges: np.ndarray | None
-    reruns: int
-
-
-def _margin_uncertainty(probs: torch.Tensor) -> torch.Tensor:
-    """``1 - (p_first - p_second)`` over the classes (dim 1) of (n, C, h, w) probabilities, in [0, 1].
-
-    A running (first, second) maximum over the few classes: the same values as ``topk(2, dim=1)`` at a fifth
-    of its CPU time (topk over a non-last dimension dominated the cost of the uncertainty).
-    """
-    first, second = probs[:, 0].clone(), torch.zeros_like(probs[:, 0])
-    for c in range(1, probs.shape[1]):
-        pc = probs[:, c]
-        second = torch.maximum(second, torch.minimum(first, pc))
-        first = torch.maximum(first, pc)
-    return (1.0 - (first - second)).clamp_(0.0, 1.0)
 
 
 def _plan(
@@ -463,7 +290,7 @@ def segment(
         x = normalize_bscans(to_model_grid(_display_batch(data, kind, done, stop), gm), model.normalization)
         out_of_memory = False
         try:
-            batch = _forward(
+            batch = forward_batch(
                 net,
                 x,
                 dev,

@@ -116,7 +116,7 @@ def test_bundled_reference_flags_the_circle_scan_not_the_line_scan(vol_dir):
 
 
 def test_margin_uncertainty_equals_top2_of_the_softmax():
-    from napari_octseg.inference import _margin_uncertainty
+    from napari_octseg.forward import margin_uncertainty
 
     torch.manual_seed(0)
     probs = torch.softmax(torch.randn(3, 10, 7, 5), dim=1)
@@ -125,7 +125,7 @@ def test_margin_uncertainty_equals_top2_of_the_softmax():
     probs[1, 4, 0, 0] = 1.0  # certain: uncertainty 0
     top2 = probs.topk(2, dim=1).values
     expected = (1.0 - (top2[:, 0] - top2[:, 1])).clamp(0.0, 1.0)
-    got = _margin_uncertainty(probs)
+    got = margin_uncertainty(probs)
     assert torch.equal(got, expected)
     assert got[0, 0, 0] == 1.0 and got[1, 0, 0] == 0.0
     np.testing.assert_allclose(got.numpy(), pixel_uncertainty(probs.numpy(), "margin"), atol=1e-6)
