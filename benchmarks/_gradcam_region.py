@@ -59,7 +59,8 @@ def bench_region(model: LoadedModel, layers: list[str], scans: list[tuple[int, i
                     masks[j, y0:y1, x0:x1] = True
                 stack = np.repeat(img[None], len(boxes), axis=0)
                 res = run_generator(
-                    gradcam(stack, model, [c], layer, region=masks, batch_size=len(boxes), device="cpu")
+                    # window=False: copies of one B-scan, each answered at full height like the whole-B-scan maps
+                    gradcam(stack, model, [c], layer, region=masks, batch_size=len(boxes), device="cpu", window=False)
                 )
                 for j, box in enumerate(boxes):
                     heat = res.heatmaps[0, j].astype(np.float32)

@@ -19,7 +19,9 @@
    question) and for every pixel (the dock's "whole B-scan"): Spearman rank correlation, and the share
    of each map's mass inside the box.
 4. Cost: wall time of Grad-CAM for ALL classes of one 496 x 512 B-scan per layer against the time to
-   segment it (median of ``--repeats`` alternated runs). The CPU may be shared: the load average is printed.
+   segment it (median of ``--repeats`` alternated runs), and the same for Subject_07's 11 B-scans as one
+   volume (``--volume-repeats``; both run the network on the retina window after the first B-scan; skip
+   with ``--skip-volume``). The CPU may be shared: the load average is printed and recorded.
 
 Results: ``benchmarks/results/gradcam_deletion.csv`` (per layer and class), ``gradcam_layers.csv`` (per
 layer: the summary used to choose the default), ``gradcam_deletion_rows_<subjects>.csv`` (every curve's
@@ -63,7 +65,7 @@ from napari_octseg.explain.faithfulness import (
     deletion_order,
     rank_correlation,
 )
-from napari_octseg.inference import segment
+from napari_octseg.inference import SegmentationResult, segment
 from napari_octseg.models import LoadedModel, load_model
 from napari_octseg.models.normalization import normalize_bscans
 from napari_octseg.models.runtime import inference_network
@@ -203,32 +205,55 @@ def bench_randomisation(model: LoadedModel, layers: list[str], subjects: tuple[i
     return rows
 
 
-def bench_speed(model: LoadedModel, layers: list[str], repeats: int) -> list[dict]:
-    """Median seconds per 496 x 512 B-scan: segmentation vs Grad-CAM of all classes per layer."""
+def _duke_bscans(index: slice) -> np.ndarray:
+    """Subject_07's B-scans ``index`` as float32 (n, 496, 512): padded (edge) or cropped to 512 columns."""
     with np.load(DUKE / "Subject_07.npz") as z:
-        img = z["images"][5].astype(np.float32)
-    bscan = np.pad(img, ((0, 0), (0, max(0, 512 - img.shape[1]))), mode="edge")[:, :512]
-    volume = OctVolume(data=bscan[None])
-    run_generator(segment(volume, model, batch_size=1, device="cpu"))  # warm-up (allocator, kernels)
-    run_generator(gradcam(volume, model, device="cpu"))
+        images = z["images"][index].astype(np.float32)
+    return np.pad(images, ((0, 0), (0, 0), (0, max(0, 512 - images.shape[2]))), mode="edge")[..., :512]
+
+
+def bench_speed(model: LoadedModel, layers: list[str], repeats: int, volume: bool = False) -> list[dict]:
+    """Median seconds: segmentation vs Grad-CAM of all classes per layer, each with its defaults.
+
+    ``volume=False``: one 496 x 512 B-scan (Subject_07 #5; a single B-scan is always run at full height).
+    ``volume=True``: Subject_07's 11 B-scans as one volume, where segmentation (batch size 4) and Grad-CAM
+    (batch size 1) run the network on the retina window after the first B-scan; ``windowed`` is Grad-CAM's
+    (or segmentation's) count of windowed / refused B-scans.
+    """
+    images = _duke_bscans(slice(None)) if volume else _duke_bscans(slice(5, 6))
+    vol = OctVolume(data=images)
+
+    def seg_run() -> SegmentationResult:
+        return run_generator(segment(vol, model, batch_size=4 if volume else 1, device="cpu"))
+
+    seg_run()  # warm-up (allocator, kernels)
+    run_generator(gradcam(vol, model, device="cpu"))
     times: dict[str, list[float]] = {"segment": [], **{f"gradcam {layer}": [] for layer in layers}}
+    windowed: dict[str, str] = {}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_generator(segment(volume, model, batch_size=1, device="cpu"))
+        seg = seg_run()
         times["segment"].append(time.perf_counter() - t0)
+        windowed["segment"] = f"{seg.window_bscans}/{seg.window_reruns}"
         for layer in layers:
             t0 = time.perf_counter()
-            run_generator(gradcam(volume, model, None, layer, device="cpu"))
+            res = run_generator(gradcam(vol, model, None, layer, device="cpu"))
             times[f"gradcam {layer}"].append(time.perf_counter() - t0)
-    seg, seg_min = statistics.median(times["segment"]), min(times["segment"])
+            windowed[f"gradcam {layer}"] = f"{res.window_bscans}/{res.window_reruns}"
+    seg_median, seg_min = statistics.median(times["segment"]), min(times["segment"])
+    shape = "x".join(str(s) for s in images.shape)
     return [
         {
             "task": name,
             "classes": "-" if name == "segment" else model.n_classes,
             "median_s": round(statistics.median(v), 3),
             "min_s": round(min(v), 3),
-            "ratio_median": round(statistics.median(v) / seg, 2),
+            "ratio_median": round(statistics.median(v) / seg_median, 2),
             "ratio_min": round(min(v) / seg_min, 2),
+            "input": f"volume {shape}" if volume else f"B-scan {shape}",
+            "windowed_refused": windowed[name],
+            "repeats": repeats,
+            "load_average": round(os.getloadavg()[0], 1),
         }
         for name, v in times.items()
     ]
@@ -261,6 +286,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-volume", action="store_true", help="cost on one B-scan only, not on a volume")
+    parser.add_argument("--volume-repeats", type=int, default=2, help="repeats of the volume cost")
     parser.add_argument("--skip-deletion", action="store_true")
     parser.add_argument("--skip-randomisation", action="store_true")
     parser.add_argument("--skip-region", action="store_true")
@@ -313,9 +340,18 @@ def main() -> None:
         _print_table(rows)
         _write_csv(rows, args.out / "gradcam_randomisation.csv")
     if not args.skip_speed:
-        rows = bench_speed(model, ["decoder", "final", *args.layers], args.repeats)
+        speed_layers = ["decoder", "final", *args.layers]
+        rows = bench_speed(model, speed_layers, args.repeats)
         print(f"\nOne 496 x 512 B-scan on CPU (median of {args.repeats}; load average now {os.getloadavg()[0]:.1f}):")
         _print_table(rows)
+        if not args.skip_volume:
+            volume_rows = bench_speed(model, speed_layers, args.volume_repeats, volume=True)
+            print(
+                f"\nSubject_07 as one volume (11 B-scans), retina window on (median of {args.volume_repeats}; "
+                f"load average now {os.getloadavg()[0]:.1f}):"
+            )
+            _print_table(volume_rows)
+            rows += volume_rows
         _write_csv(rows, args.out / "gradcam_speed.csv")
 
 

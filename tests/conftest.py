@@ -105,3 +105,14 @@ def errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
     shown: list[BaseException] = []
     monkeypatch.setattr(_common, "report_error", shown.append)
     return shown
+
+
+@pytest.fixture(scope="session")
+def bundled_model():
+    """The bundled checkpoint on the CPU (skipped with a reason when the weights are not there)."""
+    from napari_octseg.models import load_model
+
+    try:
+        return load_model(None, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - the weights are optional in a source checkout
+        pytest.skip(f"bundled model unavailable: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _toy import grey_level_bscan  # tests/ is on sys.path through its conftest
 from torch import nn
 
 from napari_octseg.core.classes import N_CLASSES
@@ -33,14 +34,7 @@ class GreyValueNet(nn.Module):
 
 
 def _bscan(ilm_row: int, tilt: int = 6) -> np.ndarray:
-    """Vitreous (0), seven layers, RPE and choroid (1.0) to the bottom; the retina slopes by ``tilt`` rows."""
-    img = np.zeros((HEIGHT, WIDTH), np.float32)
-    for col in range(WIDTH):
-        top = ilm_row + (tilt * col) // WIDTH
-        for c in range(1, 8):
-            img[top + (c - 1) * LAYER : top + c * LAYER, col] = c / 8
-        img[top + 7 * LAYER :, col] = 1.0
-    return img
+    return grey_level_bscan(ilm_row, HEIGHT, WIDTH, LAYER, tilt)
 
 
 @pytest.fixture

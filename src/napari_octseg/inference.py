@@ -22,7 +22,7 @@ from .core.classes import N_CLASSES
 from .core.errors import Cancelled, CheckpointError, InputError
 from .core.intensity import resolve_reflectivity
 from .core.progress import Progress
-from .core.retina_window import RowWindow, window_from_surfaces
+from .core.retina_window import RowWindow, keep_window, window_from_surfaces
 from .core.volume import OctVolume
 from .forward import forward_batch
 from .grid import GridMap, check_spacing, grid_map, to_model_grid
@@ -327,7 +327,7 @@ def segment(
         if prior is not None:
             windowed += stop - done - batch.reruns
             reruns += batch.reruns
-        if reruns > 4 and reruns > windowed:
+        if not keep_window(windowed, reruns):
             use_window, prior = False, None  # the B-scans do not follow each other: stop paying twice
         if use_window and batch.edges is not None:
             prior = window_from_surfaces(batch.edges[:, 0], batch.edges[:, -1], x.shape[1], max(multiple, 1))

@@ -61,6 +61,8 @@ def test_writes_heatmaps_and_sidecar(tmp_path, oct_inputs, tiny_checkpoint, caps
         assert meta["source"]["file"] == str(path.resolve()) and meta["source"]["name"] == path.stem
         assert meta["stats"]["INL"]["max"] == pytest.approx(expected.stats[3]["max"], rel=1e-6)
         assert meta["stats"]["fluid"]["mean"] == pytest.approx(expected.stats[9]["mean"], rel=1e-6)
+        window = {"bscans": expected.window_bscans, "rerun_full_height": expected.window_reruns}
+        assert meta["retina_window"] == window
 
 
 def test_uint8_output_and_final_layer(tmp_path, oct_inputs, tiny_checkpoint):

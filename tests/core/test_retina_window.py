@@ -9,8 +9,12 @@ from napari_octseg.core.retina_window import (
     GUARD,
     MARGIN_ABOVE,
     MARGIN_BELOW,
+    MAX_REFUSALS,
     RowWindow,
     accepted,
+    keep_window,
+    rows_inside,
+    surfaces_from_labels,
     window_from_surfaces,
 )
 
@@ -67,3 +71,43 @@ def test_a_collapsed_retina_is_refused():
     w = RowWindow(top=0, height=160, image_height=496)
     ilm = bm = np.full((1, 16), 80.0)
     assert accepted(w, ilm, bm).tolist() == [False]
+
+
+def test_surfaces_from_raw_labels_on_the_full_bscan_grid():
+    labels = np.zeros((1, 10, 4), np.uint8)
+    labels[0, 3:5, 0] = [1, 7]  # ILM at row 3, BM after row 4
+    labels[0, 5:, 0] = 8
+    labels[0, 2, 1] = 9  # fluid counts as tissue for the ILM; no retinal layer: BM on the ILM
+    labels[0, 4:, 2] = 8  # only choroid below the vitreous: BM on the ILM
+    # column 3: vitreous to the bottom, ILM one past the last row
+    ilm, bm = surfaces_from_labels(labels, top=100)
+    assert ilm.tolist() == [[103.0, 102.0, 104.0, 110.0]]
+    assert bm.tolist() == [[105.0, 102.0, 104.0, 110.0]]
+
+
+def test_a_window_that_cut_the_retina_off_is_refused_through_its_labels():
+    w = RowWindow(top=100, height=160, image_height=496)
+    fine = np.zeros((1, 160, 8), np.uint8)
+    fine[0, 50:80] = 4
+    fine[0, 80:] = 8
+    cut_above = np.full((1, 160, 8), 8, np.uint8)  # the window saw only choroid: the retina is above it
+    cut_above[0, :10] = 5
+    below = np.zeros((1, 160, 8), np.uint8)  # only vitreous: the retina is below it
+    for labels, ok in ((fine, True), (cut_above, False), (below, False)):
+        assert accepted(w, *surfaces_from_labels(labels, top=w.top)).tolist() == [ok]
+
+
+def test_rows_inside_the_window():
+    w = RowWindow(top=10, height=20, image_height=64)
+    masks = np.zeros((3, 64, 4), bool)
+    masks[0, 10:30] = True
+    masks[1, 9, 0] = True
+    masks[2, 30, 3] = True
+    assert rows_inside(w, masks).tolist() == [True, False, False]
+    assert rows_inside(w, np.zeros((1, 64, 4), bool)).tolist() == [True]
+
+
+def test_the_window_is_given_up_when_refusals_outnumber_acceptances_past_the_limit():
+    assert keep_window(0, MAX_REFUSALS)
+    assert not keep_window(0, MAX_REFUSALS + 1)
+    assert keep_window(MAX_REFUSALS + 1, MAX_REFUSALS + 1)

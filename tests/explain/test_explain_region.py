@@ -20,7 +20,7 @@ from napari_octseg.explain import (
     rectangle_mask,
 )
 from napari_octseg.explain.faithfulness import curve_area, deletion_curves, deletion_order, rank_correlation
-from napari_octseg.models import LoadedModel, load_model
+from napari_octseg.models import LoadedModel
 from napari_octseg.models.normalization import normalize_bscans
 
 torch.set_num_threads(1)
@@ -199,12 +199,9 @@ def test_deleting_a_class_by_its_score_map_beats_random(trained, scans):
     assert len(classes) >= 3 and np.nanmean(a_own) < np.nanmean(a_rand) - 0.05, (a_own, a_rand)
 
 
-def test_bundled_model_region_vs_whole_bscan_on_real_data(duke_dir):
+def test_bundled_model_region_vs_whole_bscan_on_real_data(duke_dir, bundled_model):
     """The done-when of the region feature, at the default settings on a Duke validation B-scan."""
-    try:
-        model = load_model(None, device="cpu")
-    except Exception as exc:  # noqa: BLE001 - the weights are optional in a source checkout
-        pytest.skip(f"bundled model unavailable: {exc}")
+    model = bundled_model
     with np.load(duke_dir / "Subject_07.npz") as z:
         img = z["images"][5].astype(np.float32)
     classes = [1, 3, 5, 7]

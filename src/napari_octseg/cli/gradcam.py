@@ -128,6 +128,8 @@ def heatmap_extra(result: GradCamResult, region: str | None = None) -> dict:
         "reduction": result.reduction,
         "region": region,
         "bscans_explained": list(result.bscans),
+        # as in the labels sidecar: B-scans the network saw only around the retina (maps zero outside)
+        "retina_window": {"bscans": result.window_bscans, "rerun_full_height": result.window_reruns},
         "layer_note": describe_layer(result.layer),
         "normalisation": "per class, by its maximum over the volume",
         "stats": stats,

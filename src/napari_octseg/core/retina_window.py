@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .classes import BACKGROUND_CLASSES, LAYER_CLASSES
+
 #: Rows of context kept above the highest ILM and below the deepest BM seen in the previous B-scans
 #: (about 190 and 250 µm at the bundled model's 3.87 µm axial spacing). Chosen with
 #: benchmarks/bench_segment.py --window-check: with these margins the labels of Duke Subject_07-08
@@ -27,6 +29,9 @@ MARGIN_BELOW = 64
 GUARD = 16
 #: The median retina (ILM to BM) of an accepted windowed B-scan is at least this many rows thick.
 MIN_THICKNESS = 10
+#: The window is switched off once more than this many windowed results were refused and the refusals
+#: outnumber the accepted windows (B-scans that do not follow each other: every window costs a second pass).
+MAX_REFUSALS = 4
 #: A window taller than this fraction of the B-scan saves too little to be worth it.
 MAX_FRACTION = 0.85
 
@@ -95,13 +100,60 @@ def accepted(
     return np.asarray(inside & thick, dtype=bool)
 
 
+def keep_window(accepted_count: int, refused_count: int) -> bool:
+    """Whether a volume's window is still worth using after ``accepted_count`` accepted and
+    ``refused_count`` refused windowed B-scans (see :data:`MAX_REFUSALS`)."""
+    return not (refused_count > MAX_REFUSALS and refused_count > accepted_count)
+
+
+def rows_inside(window: RowWindow, mask: np.ndarray) -> np.ndarray:
+    """bool (n,): whether every ``True`` pixel of each mask (n, rows, width) lies in the window's rows.
+
+    A mask with no ``True`` pixel is inside.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 3:
+        raise ValueError(f"expected masks (n, rows, width); got shape {m.shape}")
+    outside = m[:, : window.top].any(axis=(1, 2)) | m[:, window.bottom :].any(axis=(1, 2))
+    return np.asarray(~outside, dtype=bool)
+
+
+def surfaces_from_labels(labels: np.ndarray, top: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ILM and BM rows (n, width), float64, of per-pixel labels (n, rows, width) in the Duke scheme.
+
+    For raw (unordered) labels, e.g. an argmax. In each column the ILM is the first row whose label is
+    not the vitreous (0) and the BM one past the last row labelled a retinal layer (1..7); ``top`` (the
+    labels' first row in the B-scan, e.g. a window's top) is added so that the rows are on the full
+    B-scan's grid, as :func:`window_from_surfaces` and :func:`accepted` expect.
+
+    The definitions are the cautious ones for :func:`accepted`: any non-vitreous pixel counts as retina
+    from the top, so a window that cut the retina off shows its ILM on the window's top row. A column
+    that is vitreous to the bottom has its ILM one past the labels' last row; a column with no retinal
+    layer has its BM on its ILM (zero thickness).
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 3:
+        raise ValueError(f"expected labels (n, rows, width); got shape {lab.shape}")
+    rows = lab.shape[1]
+    vitreous = BACKGROUND_CLASSES[0]
+    tissue = lab != vitreous
+    ilm = np.where(tissue.any(axis=1), tissue.argmax(axis=1), rows)
+    layers = (lab >= LAYER_CLASSES[0]) & (lab <= LAYER_CLASSES[-1])
+    bm = np.where(layers.any(axis=1), rows - layers[:, ::-1].argmax(axis=1), ilm)
+    return (ilm + top).astype(np.float64), (bm + top).astype(np.float64)
+
+
 __all__ = [
     "GUARD",
     "MARGIN_ABOVE",
     "MARGIN_BELOW",
     "MAX_FRACTION",
+    "MAX_REFUSALS",
     "RowWindow",
     "accepted",
+    "keep_window",
+    "rows_inside",
     "MIN_THICKNESS",
+    "surfaces_from_labels",
     "window_from_surfaces",
 ]

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.classes import CLASS_NAMES
+from ..core.classes import CLASS_NAMES, N_CLASSES
 from ..core.errors import InputError
 from ..core.progress import CancelCheck, Progress, check_cancel
+from ..core.retina_window import RowWindow, keep_window, surfaces_from_labels, window_from_surfaces
 from ..core.volume import OctVolume
 from ..grid import to_model_grid, to_native_grid, volume_grid
 from ..models.checkpoint import LoadedModel
@@ -52,10 +53,10 @@ from ._batch import (
     HasPointwiseHead,
     Reduction,
     Target,
-    gradcam_batch,
     layer_module,
     split_skip_convs,
 )
+from ._window import gradcam_window
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
 from .region import check_region
 
@@ -77,7 +78,8 @@ class GradCamResult:
         Name of the conv layer the maps were computed at (see ``SegNet.gradcam_layers``).
     stats
         Class value -> ``{"max", "mean"}`` of the raw (un-normalised) Grad-CAM over all pixels of the
-        B-scans explained (comparable between classes of one run), ``"mean_normalized"``: the mean of the
+        B-scans explained, every row of them (the zeros outside a retina window count as zeros; comparable
+        between classes of one run), ``"mean_normalized"``: the mean of the
         [0, 1] heatmap (how widespread the evidence is), and the paper's feature-importance weights
         summarised: ``"weight_sum"`` (sum over the layer's channels of the Grad-CAM channel weights,
         averaged over the B-scans) and ``"weight_max"`` (the largest of them).
@@ -90,6 +92,9 @@ class GradCamResult:
         ``"predicted"``, ``"image"`` or ``"region"`` (a user's region was the question).
     bscans
         The B-scans explained (all, or those holding the region); maps of the others are zero.
+    window_bscans, window_reruns
+        How many B-scans were explained on the rows around the retina only (``window=True``), and how many
+        windowed results were refused and computed again at full height.
     """
 
     heatmaps: np.ndarray
@@ -105,6 +110,8 @@ class GradCamResult:
     model_source: str = field(default="<memory>")
     bscans: tuple[int, ...] = ()
     channel_weights: np.ndarray | None = None
+    window_bscans: int = 0
+    window_reruns: int = 0
 
     def heatmap(self, cls: int | str) -> np.ndarray:
         """The heatmap (n_bscans, depth, width) of a class, by value or name."""
@@ -160,12 +167,19 @@ def gradcam(
     batch_size: int = 1,
     device: str | torch.device = "auto",
     cancel: CancelCheck | None = None,
+    window: bool = True,
 ) -> Generator[Progress, None, GradCamResult]:
     """Grad-CAM heatmaps of every selected class for every B-scan of a volume.
 
     Preprocessing is the segmentation's: ``volume.display_data()`` then ``normalize_bscans`` with the
     model's normalisation. Each batch of ``batch_size`` B-scans takes one forward pass and, for layers
     other than ``"decoder"`` and ``"final"``, a backward pass per group of classes.
+
+    Like the segmentation, the network sees only the rows around the retina (``window``): the first
+    B-scan is explained at full height, each later batch on the window around the retina its previous
+    batch predicted (:mod:`napari_octseg.core.retina_window`, the same margins and checks as
+    :func:`napari_octseg.inference.segment`). Outside the window the maps are zero and the labels
+    vitreous (0) above, choroid (8) below; see :mod:`napari_octseg.explain._window` for the rules.
 
     Parameters
     ----------
@@ -192,6 +206,10 @@ def gradcam(
     cancel
         Polled before every batch (a thread passes ``event.is_set``); returning ``True`` raises
         :class:`~napari_octseg.core.errors.Cancelled`.
+    window
+        Run the network on the retina window (10-class Duke-scheme models only; others always run at full
+        height). A windowed B-scan whose predicted retina nears the window's edge, or whose region has
+        pixels outside the window's rows, is computed at full height. ``False``: every row of every B-scan.
 
     Yields
     ------
@@ -238,7 +256,6 @@ def gradcam(
         mask = to_model_grid(mask.astype(np.uint8), gm, nearest=True).astype(bool)
 
     n, height, width = images.shape
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     heat = np.zeros((len(selected), n, height, width), dtype=np.float16)
     labels = np.zeros((n, height, width), dtype=np.uint8)
     scan_max = np.zeros((len(selected), n), dtype=np.float64)
@@ -252,13 +269,21 @@ def gradcam(
         # the backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs omit it)
         fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
+    use_window = window and len(loaded.class_names) == N_CLASSES
+    multiple = max(2 ** int(getattr(net, "depth", 0)), 1)
+    prior: RowWindow | None = None
+    windowed = reruns = 0
     try:
         done = 0
-        for idx in batches:
+        while done < len(todo):
             check_cancel(cancel, "Grad-CAM cancelled")
+            # Without a window yet, one B-scan at full height tells where the retina is.
+            idx = todo[done : done + (1 if use_window and done == 0 else batch_size)]
             x = torch.from_numpy(images[idx, None]).to(dev)
             reg = torch.from_numpy(mask[idx]).to(dev) if mask is not None else None
-            cams, pred, w = gradcam_batch(fast, layer, x, selected, target=target, reduction=reduction, region=reg)
+            part = gradcam_window(fast, layer, x, selected, prior, target=target, reduction=reduction, region=reg)
+            cams, pred, w = part.result
+            windowed, reruns = windowed + part.windowed, reruns + part.reruns
             w_sum = w.sum(1).double().cpu().numpy()
             weight_sum = w_sum if weight_sum is None else weight_sum + w_sum
             cams_np = cams.float().cpu().numpy()
@@ -269,6 +294,10 @@ def gradcam(
             # Stored relative to each B-scan's own peak (float16-safe whatever the raw scale);
             # rescaled to the class's volume-wide peak below.
             heat[:, idx] = cams_np / np.where(peak > 0, peak, 1.0)[..., None, None]
+            if not keep_window(windowed, reruns):
+                use_window, prior = False, None  # the B-scans do not follow each other: stop paying twice
+            if use_window:
+                prior = window_from_surfaces(*surfaces_from_labels(labels[idx]), height, multiple)
             done += len(idx)
             yield Progress(done, len(todo), "Grad-CAM", {"layer": layer})
     finally:
@@ -310,6 +339,8 @@ def gradcam(
         model_source=loaded.source,
         bscans=tuple(todo),
         channel_weights=channel_weights,
+        window_bscans=windowed,
+        window_reruns=reruns,
     )
 
 
