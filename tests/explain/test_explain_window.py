@@ -135,6 +135,15 @@ def test_a_cut_retina_is_refused_and_computed_at_full_height():
     np.testing.assert_allclose(part.result.cams[:, 1].numpy(), full.cams[:, 0].numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_a_whole_bscan_question_never_uses_the_window(model):
+    # target="image" asks about every pixel of the B-scan; a window would shrink the question to its rows
+    volume = np.stack([_bscan(100, tilt=6) for _ in range(4)])
+    image = _gradcam(volume, model, target="image")
+    predicted = _gradcam(volume, model)
+    assert (image.window_bscans, image.window_reruns) == (0, 0)
+    assert predicted.window_bscans == 3  # the same volume is windowed for the default question
+
+
 def test_other_class_schemes_never_use_the_window():
     torch.manual_seed(0)
     net = SegNet(SegNetConfig(widths=(4, 8, 8), n_classes=4)).eval()

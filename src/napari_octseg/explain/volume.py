@@ -207,9 +207,10 @@ def gradcam(
         Polled before every batch (a thread passes ``event.is_set``); returning ``True`` raises
         :class:`~napari_octseg.core.errors.Cancelled`.
     window
-        Run the network on the retina window (10-class Duke-scheme models only; others always run at full
-        height). A windowed B-scan whose predicted retina nears the window's edge, or whose region has
-        pixels outside the window's rows, is computed at full height. ``False``: every row of every B-scan.
+        Run the network on the retina window (10-class Duke-scheme models only, and never for
+        ``target="image"``, whose question is every pixel of the B-scan). A windowed B-scan whose predicted
+        retina nears the window's edge, or whose region has pixels outside the window's rows, is computed at
+        full height. ``False``: every row of every B-scan.
 
     Yields
     ------
@@ -269,7 +270,8 @@ def gradcam(
         # the backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs omit it)
         fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
-    use_window = window and len(loaded.class_names) == N_CLASSES
+    # "image" asks about every pixel of the B-scan: the window would shrink the question to its rows
+    use_window = window and len(loaded.class_names) == N_CLASSES and (target != "image" or mask is not None)
     multiple = max(2 ** int(getattr(net, "depth", 0)), 1)
     prior: RowWindow | None = None
     windowed = reruns = 0
