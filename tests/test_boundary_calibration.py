@@ -56,7 +56,7 @@ def _net() -> SegNet:
 
 
 def test_a_checkpoint_carries_its_calibration_and_segment_applies_it(tmp_path, monkeypatch):
-    import napari_octseg.inference as inference
+    import napari_octseg.forward as forward
 
     net = _net()
     norm = {"method": "percentile", "low": 1.0, "high": 99.9, "pixel_spacing_um": [4.0, 10.0]}
@@ -72,7 +72,7 @@ def test_a_checkpoint_carries_its_calibration_and_segment_applies_it(tmp_path, m
         seen.append(offsets_px)
         return ordered_edges(probs, offsets_px)
 
-    monkeypatch.setattr(inference, "ordered_edges", spy)
+    monkeypatch.setattr(forward, "ordered_edges", spy)
     vol = OctVolume(data=np.random.default_rng(0).random((1, 40, 24), dtype=np.float32), scale_um=(50.0, 4.0, 10.0))
     a = run_generator(segment(vol, plain, device="cpu"))
     b = run_generator(segment(vol, loaded, device="cpu"))
