@@ -50,7 +50,7 @@ class _Part:
 
     Above those rows the decoding gives vitreous, below them choroid (the retina window's rule).
     ``edges`` (len(index), 8, w) are on the full B-scan's rows, ``None`` unless decoded in order; ``rerun``:
-    a refused window's B-scans, run again on every row.
+    a refused window's B-scans, run again on every row; ``windowed``: accepted windowed B-scans.
     """
 
     index: np.ndarray
@@ -58,6 +58,7 @@ class _Part:
     top: int
     edges: np.ndarray | None
     rerun: bool = False
+    windowed: bool = False
 
 
 def _window_checked(
@@ -87,7 +88,9 @@ def _window_checked(
         return [_Part(everything, probs, 0, edges)]
     edges += window.top
     ok = accepted(window, edges[:, 0], edges[:, -1])
-    parts = [_Part(everything[ok], probs[torch.from_numpy(ok)], window.top, edges[ok])] if ok.any() else []
+    parts = (
+        [_Part(everything[ok], probs[torch.from_numpy(ok)], window.top, edges[ok], windowed=True)] if ok.any() else []
+    )
     redo = everything[~ok]
     if redo.size:
         full = _probabilities(net, x[redo], device)
@@ -163,12 +166,14 @@ def forward_batch(
                 u[:, top : top + p.shape[2]] = margin_uncertainty(p).cpu().numpy()
                 unc[idx] = to_native_grid(u, gm).astype(np.float16)
     reruns = sum(len(part.index) for part in parts if part.rerun)
-    return BatchOutput(labels, probs, n_out, unc, edges_all, reruns)
+    windowed = sum(len(part.index) for part in parts if part.windowed)
+    return BatchOutput(labels, probs, n_out, unc, edges_all, reruns, windowed)
 
 
 @dataclass
 class BatchOutput:
-    """One batch's results from :func:`forward_batch`; ``edges`` are model-grid rows (n, 8, w) when ordered."""
+    """One batch's results from :func:`forward_batch`; ``edges`` are model-grid rows (n, 8, w) when ordered;
+    ``reruns`` / ``windowed``: B-scans whose window was refused / kept."""
 
     labels: np.ndarray
     probabilities: np.ndarray | None
@@ -176,6 +181,7 @@ class BatchOutput:
     uncertainty: np.ndarray | None
     edges: np.ndarray | None
     reruns: int
+    windowed: int
 
 
 def margin_uncertainty(probs: torch.Tensor) -> torch.Tensor:

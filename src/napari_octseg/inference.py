@@ -22,7 +22,7 @@ from .core.classes import N_CLASSES
 from .core.errors import Cancelled, CheckpointError, InputError
 from .core.intensity import resolve_reflectivity
 from .core.progress import Progress
-from .core.retina_window import RowWindow, keep_window, window_from_surfaces
+from .core.retina_window import WindowTracker
 from .core.volume import OctVolume
 from .forward import forward_batch
 from .grid import GridMap, check_spacing, grid_map, to_model_grid
@@ -277,16 +277,12 @@ def segment(
 
     t0 = time.perf_counter()
     done = 0
-    use_window = window and ordered and n_classes == N_CLASSES
-    multiple = 2 ** int(getattr(net, "depth", 0))
-    prior: RowWindow | None = None
-    windowed = reruns = 0
+    tracker = WindowTracker(window and ordered and n_classes == N_CLASSES, 2 ** int(getattr(net, "depth", 0)))
     yield Progress(0, n, "segmenting", {"batch_size": batch_size, "device": str(dev)})
     while done < n:
         if cancel is not None and cancel():
             raise Cancelled("segmentation cancelled; nothing was written")
-        # Without a window yet, one B-scan at full height tells where the retina is.
-        stop = min(done + (1 if use_window and done == 0 else batch_size), n)
+        stop = tracker.batch_stop(done, batch_size, n)
         x = normalize_bscans(to_model_grid(_display_batch(data, kind, done, stop), gm), model.normalization)
         out_of_memory = False
         try:
@@ -299,7 +295,7 @@ def segment(
                 want_probabilities=probabilities is not None,
                 want_uncertainty=return_uncertainty,
                 offsets_px=model.boundary_offsets_px,
-                window=prior,
+                window=tracker.window,
             )
         except Exception as exc:
             if not _is_oom(exc):
@@ -324,13 +320,8 @@ def segment(
         if uncertainty is not None and accumulator is not None and batch.uncertainty is not None:
             uncertainty[done:stop] = batch.uncertainty
             accumulator.add(x, batch.labels, batch.uncertainty)
-        if prior is not None:
-            windowed += stop - done - batch.reruns
-            reruns += batch.reruns
-        if not keep_window(windowed, reruns):
-            use_window, prior = False, None  # the B-scans do not follow each other: stop paying twice
-        if use_window and batch.edges is not None:
-            prior = window_from_surfaces(batch.edges[:, 0], batch.edges[:, -1], x.shape[1], max(multiple, 1))
+        edges = batch.edges
+        tracker.record(batch.windowed, batch.reruns, None if edges is None else (edges[:, 0], edges[:, -1]), x.shape[1])
         done = stop
         yield Progress(done, n, "segmenting", {"batch_size": batch_size, "device": str(dev)})
     return SegmentationResult(
@@ -349,8 +340,8 @@ def segment(
         uncertainty=uncertainty,
         quality=accumulator.report() if accumulator is not None else None,
         boundary_offsets_px=model.boundary_offsets_px if ordered and n_classes == N_CLASSES else None,
-        window_bscans=windowed,
-        window_reruns=reruns,
+        window_bscans=tracker.windowed,
+        window_reruns=tracker.reruns,
     )
 
 

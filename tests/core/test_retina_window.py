@@ -11,6 +11,7 @@ from napari_octseg.core.retina_window import (
     MARGIN_BELOW,
     MAX_REFUSALS,
     RowWindow,
+    WindowTracker,
     accepted,
     keep_window,
     rows_inside,
@@ -111,3 +112,23 @@ def test_the_window_is_given_up_when_refusals_outnumber_acceptances_past_the_lim
     assert keep_window(0, MAX_REFUSALS)
     assert not keep_window(0, MAX_REFUSALS + 1)
     assert keep_window(MAX_REFUSALS + 1, MAX_REFUSALS + 1)
+
+
+def test_the_tracker_probes_one_bscan_then_follows_the_retina_and_gives_up_on_refusals():
+    tracker = WindowTracker(enabled=True, multiple=32)
+    assert tracker.batch_stop(0, 4, 10) == 1 and tracker.window is None  # one B-scan finds the retina
+    surfaces = (np.full((1, 8), 150.0), np.full((1, 8), 220.0))
+    tracker.record(0, 0, surfaces, 496)
+    assert tracker.window == window_from_surfaces(*surfaces, 496, 32)
+    assert tracker.batch_stop(1, 4, 10) == 5 and tracker.batch_stop(9, 4, 10) == 10
+    for _ in range(MAX_REFUSALS + 1):
+        tracker.record(0, 1, surfaces, 496)
+    assert not tracker.enabled and tracker.window is None
+    assert (tracker.windowed, tracker.reruns) == (0, MAX_REFUSALS + 1)
+
+
+def test_a_disabled_tracker_never_windows():
+    tracker = WindowTracker(enabled=False, multiple=32)
+    assert tracker.batch_stop(0, 4, 10) == 4
+    tracker.record(0, 0, (np.full((1, 8), 150.0), np.full((1, 8), 220.0)), 496)
+    assert tracker.window is None

@@ -19,9 +19,10 @@ import numpy as np
 from .classes import BACKGROUND_CLASSES, LAYER_CLASSES
 
 #: Rows of context kept above the highest ILM and below the deepest BM seen in the previous B-scans
-#: (about 190 and 250 µm at the bundled model's 3.87 µm axial spacing). Chosen with
-#: benchmarks/bench_segment.py --window-check: with these margins the labels of Duke Subject_07-08
-#: and every controlled shift agree with the full-height pass (figures in the README).
+#: (about 190 and 250 µm at the bundled model's 3.87 µm axial spacing). Checked with
+#: ``benchmarks/bench_robustness.py --model window=:stack --model full=:stack-full``: with these margins
+#: Duke Subject_07-08 score as at full height under every controlled shift (figures in the README);
+#: smaller margins kept the Dice but more windows were refused and run twice.
 MARGIN_ABOVE = 48
 MARGIN_BELOW = 64
 #: A windowed result is accepted only if its ILM stays this many rows below the window's top and its
@@ -106,6 +107,38 @@ def keep_window(accepted_count: int, refused_count: int) -> bool:
     return not (refused_count > MAX_REFUSALS and refused_count > accepted_count)
 
 
+@dataclass
+class WindowTracker:
+    """A volume's retina window, batch by batch: the one state machine of segmentation and Grad-CAM.
+
+    Without a window yet, the first batch is one B-scan at full height (:meth:`batch_stop`); after each
+    batch, :meth:`record` counts its windowed and refused B-scans, gives up on the window when
+    :func:`keep_window` says so, and otherwise takes the next window from the batch's ILM/BM rows.
+    ``multiple`` is the network's pooling factor (window heights are multiples of it).
+    """
+
+    enabled: bool
+    multiple: int
+    window: RowWindow | None = None
+    windowed: int = 0
+    reruns: int = 0
+
+    def batch_stop(self, done: int, batch_size: int, total: int) -> int:
+        """One past the last B-scan of the batch starting at ``done``."""
+        return min(done + (1 if self.enabled and done == 0 else batch_size), total)
+
+    def record(
+        self, windowed: int, reruns: int, surfaces: tuple[np.ndarray, np.ndarray] | None, image_height: int
+    ) -> None:
+        """Count a batch's windowed / refused B-scans; next window from its (ILM, BM) rows (n, width)."""
+        self.windowed += windowed
+        self.reruns += reruns
+        if not keep_window(self.windowed, self.reruns):
+            self.enabled, self.window = False, None  # the B-scans do not follow each other: stop paying twice
+        if self.enabled and surfaces is not None:
+            self.window = window_from_surfaces(*surfaces, image_height, max(self.multiple, 1))
+
+
 def rows_inside(window: RowWindow, mask: np.ndarray) -> np.ndarray:
     """bool (n,): whether every ``True`` pixel of each mask (n, rows, width) lies in the window's rows.
 
@@ -149,11 +182,12 @@ __all__ = [
     "MARGIN_BELOW",
     "MAX_FRACTION",
     "MAX_REFUSALS",
+    "MIN_THICKNESS",
     "RowWindow",
+    "WindowTracker",
     "accepted",
     "keep_window",
     "rows_inside",
-    "MIN_THICKNESS",
     "surfaces_from_labels",
     "window_from_surfaces",
 ]

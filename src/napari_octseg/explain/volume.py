@@ -40,7 +40,7 @@ from torch import nn
 from ..core.classes import CLASS_NAMES, N_CLASSES
 from ..core.errors import InputError
 from ..core.progress import CancelCheck, Progress, check_cancel
-from ..core.retina_window import RowWindow, keep_window, surfaces_from_labels, window_from_surfaces
+from ..core.retina_window import WindowTracker, surfaces_from_labels
 from ..core.volume import OctVolume
 from ..grid import to_model_grid, to_native_grid, volume_grid
 from ..models.checkpoint import LoadedModel
@@ -272,20 +272,18 @@ def gradcam(
         split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
     # "image" asks about every pixel of the B-scan: the window would shrink the question to its rows
     use_window = window and len(loaded.class_names) == N_CLASSES and (target != "image" or mask is not None)
-    multiple = max(2 ** int(getattr(net, "depth", 0)), 1)
-    prior: RowWindow | None = None
-    windowed = reruns = 0
+    tracker = WindowTracker(use_window, 2 ** int(getattr(net, "depth", 0)))
     try:
         done = 0
         while done < len(todo):
             check_cancel(cancel, "Grad-CAM cancelled")
-            # Without a window yet, one B-scan at full height tells where the retina is.
-            idx = todo[done : done + (1 if use_window and done == 0 else batch_size)]
+            idx = todo[done : tracker.batch_stop(done, batch_size, len(todo))]
             x = torch.from_numpy(images[idx, None]).to(dev)
             reg = torch.from_numpy(mask[idx]).to(dev) if mask is not None else None
-            part = gradcam_window(fast, layer, x, selected, prior, target=target, reduction=reduction, region=reg)
+            part = gradcam_window(
+                fast, layer, x, selected, tracker.window, target=target, reduction=reduction, region=reg
+            )
             cams, pred, w = part.result
-            windowed, reruns = windowed + part.windowed, reruns + part.reruns
             w_sum = w.sum(1).double().cpu().numpy()
             weight_sum = w_sum if weight_sum is None else weight_sum + w_sum
             cams_np = cams.float().cpu().numpy()
@@ -296,10 +294,8 @@ def gradcam(
             # Stored relative to each B-scan's own peak (float16-safe whatever the raw scale);
             # rescaled to the class's volume-wide peak below.
             heat[:, idx] = cams_np / np.where(peak > 0, peak, 1.0)[..., None, None]
-            if not keep_window(windowed, reruns):
-                use_window, prior = False, None  # the B-scans do not follow each other: stop paying twice
-            if use_window:
-                prior = window_from_surfaces(*surfaces_from_labels(labels[idx]), height, multiple)
+            surfaces = surfaces_from_labels(labels[idx]) if tracker.enabled else None
+            tracker.record(part.windowed, part.reruns, surfaces, height)
             done += len(idx)
             yield Progress(done, len(todo), "Grad-CAM", {"layer": layer})
     finally:
@@ -341,8 +337,8 @@ def gradcam(
         model_source=loaded.source,
         bscans=tuple(todo),
         channel_weights=channel_weights,
-        window_bscans=windowed,
-        window_reruns=reruns,
+        window_bscans=tracker.windowed,
+        window_reruns=tracker.reruns,
     )
 
 
