@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from napari_octseg.core.errors import Cancelled, InputError
 from napari_octseg.core.progress import Progress, run_generator
-from napari_octseg.explain import gradcam, gradcam_batch, mass_near_region, resolve_classes
+from napari_octseg.explain import _batch, gradcam, gradcam_batch, mass_near_region, resolve_classes, volume
 from napari_octseg.models import LoadedModel, SegNet, SegNetConfig, normalize_bscans
 
 torch.set_num_threads(1)
@@ -101,12 +101,29 @@ def test_vectorised_maps_match_captum(trained, scans, layer, target, reduction):
     assert nonzero >= 3, "most maps must be non-zero, or the comparison proves nothing"
 
 
-@pytest.mark.parametrize(("layer", "most_backwards"), [("decoder", 0), ("final", 0), ("decoder.1", 2 * 10)])
-def test_one_forward_and_at_most_one_backward_per_class_and_batch(trained, scans, monkeypatch, layer, most_backwards):
+@pytest.mark.parametrize(
+    ("layer", "most_backwards", "row_bands"),
+    [("decoder", 0, False), ("final", 0, False), ("decoder.1", 2 * 10, False), ("decoder.1", 0, True)],
+)
+def test_one_forward_and_at_most_one_backward_per_class_and_batch(
+    trained, scans, monkeypatch, layer, most_backwards, row_bands
+):
     """Layers followed only by the 1x1 classifier need no backward pass (their gradient is the
-    classifier's weights, checked against captum above); other layers at most one pass per class and
-    batch, fewer where classes share one."""
+    classifier's weights, checked against captum above); other layers at most one autograd pass per
+    class and batch, fewer where classes share one, and none with the hand-written row-band passes
+    (one call per batch)."""
     net = trained.model
+    bands = []
+    real_bands = _batch.band_channel_grads
+
+    def counting_bands(*args, **kwargs):
+        bands.append(1)
+        return real_bands(*args, **kwargs)
+
+    monkeypatch.setattr(_batch, "band_channel_grads", counting_bands)
+    if not row_bands:
+        monkeypatch.setattr(_batch, "band_plan", lambda *_: None)
+        monkeypatch.setattr(volume, "band_plan", lambda *_: None)
     forwards = []
     handle = net.register_forward_pre_hook(lambda *_: forwards.append(1))
     backwards = []
@@ -123,6 +140,7 @@ def test_one_forward_and_at_most_one_backward_per_class_and_batch(trained, scans
         handle.remove()
     assert len(forwards) == 2  # 3 B-scans in batches of 2, all 10 classes
     assert len(backwards) <= most_backwards and (len(backwards) > 0) == (most_backwards > 0)
+    assert len(bands) == (2 if row_bands else 0)
 
 
 def test_volume_result_normalised_per_class(trained, scans):

@@ -16,6 +16,11 @@ on the pixels predicted as it (the default), classes whose footprints do not ove
 two apart, vitreous and choroid, ...) are seeded together, and each layer position's gradient is credited
 to the one class whose footprint holds it: the same channel weights as one pass per class (the tests
 check), at a fraction of the cost.
+
+At ``decoder.<i>`` (0 < i < depth) of a SegNet none of this autograd machinery runs: the forward pass is
+made without gradients and :mod:`._bands` differentiates the decoder levels after the layer by hand, on
+each class's band of rows only (the same weights; several times cheaper). Autograd stays for
+``bottleneck``, for other networks and for checking (``row_bands=False``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import InputError
+from ._bands import band_channel_grads, band_plan
 
 Target = Literal["predicted", "image"]
 Reduction = Literal["mean", "sum"]
@@ -87,6 +93,7 @@ def gradcam_batch(
     reduction: Reduction = "mean",
     region: torch.Tensor | None = None,
     share_passes: bool = True,
+    row_bands: bool = True,
 ) -> BatchGradCam:
     """Raw Grad-CAM maps of a batch of normalised B-scans (float32, before any normalisation), and the
     channel weights (the paper's feature-importance weights) they were formed with.
@@ -112,6 +119,9 @@ def gradcam_batch(
     share_passes
         Seed classes with disjoint footprints together (exact; see the module notes). ``False``: one
         seed per class (for checking).
+    row_bands
+        Differentiate a SegNet decoder by hand on each class's row band (:mod:`._bands`; exact, several
+        times cheaper). ``False``, or a network it does not fit: autograd.
 
     Returns
     -------
@@ -127,7 +137,7 @@ def gradcam_batch(
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         captured["A"] = output.detach()
-        if head is not None:
+        if head is not None or plan is not None:
             return None
         # a leaf the rest of the network starts from: its gradient is the gradient with respect to A
         leaf = output.detach().contiguous().requires_grad_(True)
@@ -146,16 +156,22 @@ def gradcam_batch(
         # The classifier's input (the paper's "decoder" layer): when only the 1x1 classifier follows it,
         # the backward passes start there, seeded through the classifier in closed form.
         top = net.pointwise_head("decoder") if head is None and isinstance(net, HasPointwiseHead) else None
-        if top is not None:
+        # hand-written backward passes on each class's row band where the network allows (exact)
+        plan = band_plan(net, layer) if row_bands and top is not None else None
+        if plan is not None:
+            handles += plan.hooks()
+        elif top is not None:
             handles.append(layer_module(net, "decoder").register_forward_hook(top_hook))
         for p in net.parameters():
             p.requires_grad_(False)
-        with torch.inference_mode(False), torch.set_grad_enabled(head is None):
+        with torch.inference_mode(False), torch.set_grad_enabled(head is None and plan is None):
             logits = net(x)
             pred = logits.detach().argmax(1)
             weights = pixel_weights(pred, classes, target, reduction, logits.dtype, region)
             activation = captured["A"]
-            if head is None:
+            if plan is not None and top is not None:
+                grads = band_channel_grads(plan, top, classes, weights, _padded_size(net, height, width))
+            elif head is None:
                 footprint = None
                 if share_passes and isinstance(net, HasGradCamFootprint):
                     footprint = net.gradcam_footprint(layer)

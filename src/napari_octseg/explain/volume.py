@@ -20,8 +20,9 @@ heatmap values, hundreds of times larger than a thin one; with the average every
 mean logit, so the raw max/mean heatmap intensities of the classes (the paper's Table 3) can be
 compared with each other (within one layer and B-scan size).
 
-How the gradients are computed (closed form at the paper's layers, backward passes shared by classes
-whose footprints do not overlap elsewhere): see :mod:`napari_octseg.explain._batch`.
+How the gradients are computed (closed form at the paper's layers, by hand on each class's band of rows
+at the other decoder levels, autograd passes shared by classes whose footprints do not overlap at the
+bottleneck): see :mod:`napari_octseg.explain._batch` and :mod:`napari_octseg.explain._bands`.
 
 Memory: one float32 normalised copy of the volume, the float16 heatmaps (2 bytes per pixel per class:
 250 MB for 10 classes of 49 B-scans of 496 x 512) and, per batch, one forward pass's tensors.
@@ -47,6 +48,7 @@ from ..models.checkpoint import LoadedModel
 from ..models.device import select_device
 from ..models.normalization import normalize_bscans
 from ..models.runtime import inference_network, release_cached
+from ._bands import band_plan
 from ._batch import (
     REDUCTIONS,
     TARGETS,
@@ -266,8 +268,11 @@ def gradcam(
     # An eval-mode copy with BatchNorm folded into the convs (the same feature maps, faster); the
     # caller's network keeps its device, mode and hooks.
     fast = inference_network(net, dev)
-    if not isinstance(fast, HasPointwiseHead) or fast.pointwise_head(layer) is None:
-        # the backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs omit it)
+    if (not isinstance(fast, HasPointwiseHead) or fast.pointwise_head(layer) is None) and band_plan(
+        fast, layer
+    ) is None:
+        # autograd's backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs
+        # omit it); the hand-written row-band passes (explain._bands) keep the segmentation's format
         fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
     # "image" asks about every pixel of the B-scan: the window would shrink the question to its rows
