@@ -58,15 +58,15 @@ def _questions(x: torch.Tensor) -> list[dict]:
 
 @pytest.mark.parametrize("name", ["tiny", "folded", "deep"])
 def test_row_bands_give_autograds_weights_and_maps(nets, tall, name):
-    """Every decoder level the bands apply to, every kind of question: the channel weights and maps of one
-    autograd pass per class, to float rounding."""
+    """Every decoder level after the finest and the bottleneck, every kind of question: the channel weights
+    and maps of one autograd pass per class, to float rounding."""
     net = nets[name]
-    levels = [i for i in range(1, net.depth) if band_plan(net, f"decoder.{i}") is not None]
-    assert levels == list(range(1, net.depth))
-    for level in levels:
+    layers = [*(f"decoder.{i}" for i in range(1, net.depth)), "bottleneck"]
+    assert all(band_plan(net, layer) is not None for layer in layers)
+    for layer in layers:
         for q in _questions(tall):
-            bands = gradcam_batch(net, f"decoder.{level}", tall, range(10), **q)
-            ref = gradcam_batch(net, f"decoder.{level}", tall, range(10), row_bands=False, share_passes=False, **q)
+            bands = gradcam_batch(net, layer, tall, range(10), **q)
+            ref = gradcam_batch(net, layer, tall, range(10), row_bands=False, share_passes=False, **q)
             assert torch.equal(bands.pred, ref.pred)
             scale = float(ref.weights.abs().max())
             assert scale > 0, "all-zero gradients would prove nothing"
@@ -76,10 +76,10 @@ def test_row_bands_give_autograds_weights_and_maps(nets, tall, name):
 
 
 def test_row_bands_do_not_apply_where_they_would_be_wrong(nets):
-    """Layers with a closed form or a non-constant skip, training mode, dropout, a split first conv and
+    """Layers with a closed form, unknown layers, training mode, active dropout, a split first conv and
     other networks keep autograd."""
     tiny = nets["tiny"]
-    for layer in ("decoder", "decoder.0", "final", "bottleneck", "decoder.3", "decoder.x"):
+    for layer in ("decoder", "decoder.0", "final", "decoder.3", "decoder.x", "encoder.1"):
         assert band_plan(tiny, layer) is None, layer
     training = copy.deepcopy(tiny).train()
     assert band_plan(training, "decoder.1") is None

@@ -65,6 +65,11 @@ class BandPlan:
     indices: list[torch.Tensor] = field(default_factory=list)
     #: Rows a class's band reaches beyond its pixels (full resolution).
     radius: int = 0
+    #: The layer is the bottleneck (the deepest encoder block): ``levels`` then also holds the deepest
+    #: decoder level, whose input is ``cat([unpool(pool(A)), A])``, its first conv with all input channels.
+    bottleneck: bool = False
+    #: Channels of the layer's output.
+    channels: int = 0
 
     def hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
         """Register the forward hooks that save what the backward passes need (remove them after)."""
@@ -102,31 +107,42 @@ def band_plan(net: nn.Module, layer: str) -> BandPlan | None:
     decoder, pool, unpool = (getattr(net, name, None) for name in ("decoder", "pool", "unpool"))
     if not isinstance(decoder, nn.ModuleList) or not isinstance(pool, nn.MaxPool2d):
         return None
-    if not isinstance(unpool, nn.MaxUnpool2d) or not layer.startswith("decoder.") or not layer[8:].isdigit():
+    if not isinstance(unpool, nn.MaxUnpool2d) or not (layer.startswith("decoder.") or layer == "bottleneck"):
         return None
     if pool.kernel_size not in (2, (2, 2)) or pool.stride not in (2, (2, 2)) or not pool.return_indices:
         return None
+    encoder = getattr(net, "encoder", None)
     dropout = getattr(net, "dropout", None)
     if net.training or (isinstance(dropout, nn.Module) and dropout.training):
         return None  # active dropout before the classifier: the seed is not M^T times the pixel weights
-    level = int(layer[8:])
-    if not 0 < level < len(decoder):
+    bottleneck = layer == "bottleneck"
+    level = len(decoder) - 1 if bottleneck else int(layer[8:]) if layer[8:].isdigit() else -1
+    if not (0 < level < len(decoder)) or (bottleneck and not isinstance(encoder, nn.ModuleList)):
         return None
     levels: list[_Level] = []
-    for j in range(level):
+    for j in range(level + 1 if bottleneck else level):
         block = decoder[j]
         if not isinstance(block, nn.Sequential) or len(block) != 6:
             return None
         a, b = _unit(block, 0), _unit(block, 3)
         if a is None or b is None:
             return None
-        # the level's input is cat([unpooled output of decoder[j + 1], encoder skip])
-        after = decoder[j + 1]
+        # the level's input is cat([unpooled output of the level below, skip]); below the deepest decoder
+        # level is the pooled bottleneck, and its skip is the bottleneck itself (both need the gradient)
+        after = encoder[-1] if j == len(decoder) - 1 and encoder is not None else decoder[j + 1]
         n_up = after[-3].out_channels if isinstance(after, nn.Sequential) and isinstance(after[-3], nn.Conv2d) else 0
         if n_up <= 0 or a[0].in_channels <= n_up:
             return None
-        levels.append(_Level(a[0].weight.detach()[:, :n_up], b[0].weight.detach(), a[1], b[1], (a[2], b[2])))
-    return BandPlan(level, levels, pool, radius=2 * (2**level - 1))
+        n_in = 2 * n_up if j == len(decoder) - 1 else n_up
+        if a[0].in_channels < n_in:
+            return None
+        levels.append(_Level(a[0].weight.detach()[:, :n_in], b[0].weight.detach(), a[1], b[1], (a[2], b[2])))
+    if bottleneck:
+        j = len(decoder) - 1
+        # SegNet.gradcam_footprint("bottleneck")
+        radius = 4 * 2**j + 2 * (2**j - 1)
+        return BandPlan(level, levels, pool, radius=radius, bottleneck=True, channels=levels[-1].first.shape[1] // 2)
+    return BandPlan(level, levels, pool, radius=2 * (2**level - 1), channels=levels[-1].first.shape[1])
 
 
 def _rows(weights: torch.Tensor) -> tuple[int, int] | None:
@@ -168,12 +184,12 @@ def band_channel_grads(
     padded
         The network's padded input size (rows, cols); the classifier's input has this size.
     """
-    stride = 2**plan.level
+    # bands start and end on whole blocks of the layer's grid (of the pooling below it for the bottleneck)
+    stride = 2 ** (plan.level + 1) if plan.bottleneck else 2**plan.level
     n_rows, n_cols = padded
     batch, k = weights.shape[:2]
     height, width = weights.shape[-2:]
-    channels = plan.levels[-1].first.shape[1]
-    out = torch.zeros((k, batch, channels), dtype=torch.float32, device=weights.device)
+    out = torch.zeros((k, batch, plan.channels), dtype=torch.float32, device=weights.device)
     idx = torch.as_tensor(list(classes), device=weights.device)
     rows_m = head.to(weights.dtype)[idx]  # (k, channels at the classifier's input)
     for b in range(batch):
@@ -193,8 +209,24 @@ def band_channel_grads(
                 idx_j = plan.indices[j][b, :, top // 2 : top // 2 + g.shape[1] // 2]
                 g = _unpool_back(g, idx_j, top)
                 top //= 2
+            if plan.bottleneck:
+                g = _bottleneck_back(plan, g, b, top)
             out[i, b] = g.sum((-2, -1)).float()
     return out
+
+
+def _bottleneck_back(plan: BandPlan, g: torch.Tensor, b: int, top: int) -> torch.Tensor:
+    """From the deepest decoder level's output back to the bottleneck ``A`` on a band: its input is
+    ``cat([unpool(pool(A)), A])``, so ``A``'s gradient is the skip half's plus the unpooled half's, which
+    pooling and unpooling with the same indices pass back to the position each 2 x 2 block's maximum came
+    from (a mask)."""
+    g = _level_back(plan.levels[plan.level], g, b, top)
+    up, skip = g[: plan.channels], g[plan.channels :]
+    rows, cols = up.shape[-2:]
+    idx = plan.indices[plan.level][b, :, top // 2 : top // 2 + rows // 2]
+    local = (idx - top * cols).reshape(plan.channels, -1)
+    kept = torch.zeros((plan.channels, rows * cols), dtype=up.dtype, device=up.device).scatter_(1, local, 1.0)
+    return skip + up * kept.reshape(up.shape)
 
 
 def _level_back(lv: _Level, g: torch.Tensor, b: int, top: int) -> torch.Tensor:
