@@ -16,9 +16,13 @@ A 3x3 conv spreads a gradient by one position of its level, so a band widened by
 (rounded to whole blocks of the layer) holds every position the gradient reaches, and the zero padding
 at the band's edges adds nothing: the result equals autograd's (the tests compare both).
 
+At the bottleneck (the deepest encoder block) the deepest decoder level's skip is the layer itself: its
+gradient is the skip half's plus the unpooled half's, passed back through unpooling and pooling with the
+same indices (to each 2 x 2 block's maximum).
+
 The forward pass then runs without autograd; hooks keep the decoder's ReLU outputs (their positive masks)
 and the pooling indices. Networks or layers this does not fit (another architecture, BatchNorm in training
-mode, the bottleneck, active dropout before the classifier) return ``None`` from :func:`band_plan`, and
+mode, active dropout before the classifier) return ``None`` from :func:`band_plan`, and
 :func:`~napari_octseg.explain._batch.gradcam_batch` uses autograd as before.
 """
 
@@ -137,12 +141,13 @@ def band_plan(net: nn.Module, layer: str) -> BandPlan | None:
         if a[0].in_channels < n_in:
             return None
         levels.append(_Level(a[0].weight.detach()[:, :n_in], b[0].weight.detach(), a[1], b[1], (a[2], b[2])))
-    if bottleneck:
-        j = len(decoder) - 1
-        # SegNet.gradcam_footprint("bottleneck")
-        radius = 4 * 2**j + 2 * (2**j - 1)
-        return BandPlan(level, levels, pool, radius=radius, bottleneck=True, channels=levels[-1].first.shape[1] // 2)
-    return BandPlan(level, levels, pool, radius=2 * (2**level - 1), channels=levels[-1].first.shape[1])
+    # how far a gradient spreads from the pixels it starts at (SegNet.gradcam_footprint, tested there)
+    footprint = getattr(net, "gradcam_footprint", None)
+    reach = footprint(layer) if callable(footprint) else None
+    if reach is None:
+        return None
+    channels = levels[-1].first.shape[1] // 2 if bottleneck else levels[-1].first.shape[1]
+    return BandPlan(level, levels, pool, radius=int(reach[1]), bottleneck=bottleneck, channels=channels)
 
 
 def _rows(weights: torch.Tensor) -> tuple[int, int] | None:

@@ -17,10 +17,10 @@ two apart, vitreous and choroid, ...) are seeded together, and each layer positi
 to the one class whose footprint holds it: the same channel weights as one pass per class (the tests
 check), at a fraction of the cost.
 
-At ``decoder.<i>`` (0 < i < depth) of a SegNet none of this autograd machinery runs: the forward pass is
-made without gradients and :mod:`._bands` differentiates the decoder levels after the layer by hand, on
-each class's band of rows only (the same weights; several times cheaper). Autograd stays for
-``bottleneck``, for other networks and for checking (``row_bands=False``).
+At ``decoder.<i>`` (0 < i < depth) and ``bottleneck`` of a SegNet none of this autograd machinery runs:
+the forward pass is made without gradients and :mod:`._bands` differentiates the decoder levels after the
+layer by hand, on each class's band of rows only (the same weights; several times cheaper). Autograd
+stays for other networks, training mode and checking (``row_bands=False``).
 """
 
 from __future__ import annotations
