@@ -167,3 +167,28 @@ def test_only_a_segnet_is_saved_and_nothing_is_written_otherwise(tmp_path):
     with pytest.raises(TypeError, match="only a SegNet"):
         save_checkpoint(tmp_path / "conv.pt", torch.nn.Conv2d(1, 1, 1))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unpooling_matches_torch_and_segmenting_imports_no_sympy():
+    """SegNet's unpooling is nn.MaxUnpool2d(2, 2) without its Python-side size check, whose first call
+    imports sympy (about a second of every command's start-up)."""
+    import subprocess
+    import sys
+
+    from napari_octseg.models.segnet import _MaxUnpool2x2
+
+    ref = torch.nn.MaxUnpool2d(2, 2)
+    for shape, size in [((2, 3, 8, 10), None), ((1, 4, 9, 7), (9, 7)), ((1, 2, 6, 6), (6, 6))]:
+        pooled, idx = torch.nn.functional.max_pool2d(torch.randn(shape), 2, 2, return_indices=True)
+        assert torch.equal(_MaxUnpool2x2()(pooled, idx, size), ref(pooled, idx, output_size=size))
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from napari_octseg.models import SegNet, SegNetConfig, LoadedModel\n"
+        "from napari_octseg.core.progress import run_generator\n"
+        "from napari_octseg.inference import segment\n"
+        "net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()\n"
+        "run_generator(segment(np.random.rand(2, 40, 36).astype(np.float32), LoadedModel(model=net), device='cpu'))\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr

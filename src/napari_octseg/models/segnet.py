@@ -62,6 +62,23 @@ def _double_conv(c_in: int, c_mid: int, c_out: int, bn: bool) -> nn.Sequential:
     return nn.Sequential(*unit(c_in, c_mid), *unit(c_mid, c_out))
 
 
+class _MaxUnpool2x2(nn.MaxUnpool2d):
+    """2x2 max-unpooling (``nn.MaxUnpool2d(2, 2)``) that calls the ATen operator directly.
+
+    ``F.max_unpool2d`` checks the output size in Python with ``torch._check``, whose first call imports
+    sympy: about 1.1 s of every process's first segmentation (measured in ``octseg segment``). The sizes
+    here are the encoder's own feature-map sizes, which the operator checks again in C++.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+
+    def forward(self, input: torch.Tensor, indices: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        size = [2 * input.shape[-2], 2 * input.shape[-1]] if output_size is None else list(output_size)[-2:]
+        out: torch.Tensor = torch.ops.aten.max_unpool2d(input, indices, [int(v) for v in size])
+        return out
+
+
 class SegNet(nn.Module):
     """Enhanced SegNet. Input (N, in_channels, H, W) float32; output logits (N, n_classes, H, W)."""
 
@@ -84,7 +101,7 @@ class SegNet(nn.Module):
         self.dropout = nn.Dropout2d(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(w[0], self.config.n_classes, 1)
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
-        self.unpool = nn.MaxUnpool2d(2, 2)
+        self.unpool = _MaxUnpool2x2()
 
     @property
     def depth(self) -> int:
