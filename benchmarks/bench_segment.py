@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_segment.py --big           # ... and the 128 x 1024 x 512 peak-RSS run
     python benchmarks/bench_segment.py --cpu-paper-bscans 49   # the paper network on all 49 B-scans
     python benchmarks/bench_segment.py --presets default --data duke   # real B-scans (the retina window)
+    python benchmarks/bench_segment.py --presets default --data duke-eye --subject 7   # one eye's B-scans
 """
 
 from __future__ import annotations
@@ -51,6 +52,23 @@ def _duke_volume(n: int, w: int, path: Path) -> dict:
         raise SystemExit(f"needs {n} Duke B-scans in {DUKE}; found {len(bscans)}")
     np.save(path, np.stack(bscans[:n]))
     return {"source": f"Duke DME B-scans 1-{n} (Subject_01 on, 11 per subject)", "reflectivity": "display"}
+
+
+def _duke_eye_volume(n: int, w: int, path: Path, subject: int) -> dict:
+    """Save ``n`` B-scans of one eye: Duke Subject ``subject``'s 11 B-scans in order, repeated (edge-padded
+    or centre-cropped to ``w``). A real volume is one eye, whose B-scans keep the retina at about the same
+    rows; the stacked ``duke`` volume jumps from one eye to the next every 11 B-scans."""
+    with np.load(DUKE / f"Subject_{subject:02d}.npz", allow_pickle=False) as z:
+        images = z["images"]
+    pad = max(0, w - images.shape[2])
+    images = np.pad(images, ((0, 0), (0, 0), (pad // 2, pad - pad // 2)), mode="edge")
+    start = (images.shape[2] - w) // 2
+    images = images[:, :, start : start + w]
+    np.save(path, np.concatenate([images] * -(-n // len(images)))[:n])
+    return {
+        "source": f"Duke DME Subject_{subject:02d}'s 11 B-scans in order, repeated to {n}",
+        "reflectivity": "display",
+    }
 
 
 def _make_volume(n: int, h: int, w: int, path: Path) -> dict:
@@ -228,8 +246,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--default-model", default=None, metavar="PATH",
                    help="checkpoint to use as 'default' (else the bundled one, else the light preset)")  # fmt: skip
-    p.add_argument("--data", choices=["synthetic", "duke"], default="synthetic",
-                   help="the 496 x 512 volume: synthetic, or the Duke DME B-scans in ../shared/data")  # fmt: skip
+    p.add_argument("--data", choices=["synthetic", "duke", "duke-eye"], default="synthetic",
+                   help="the 496 x 512 volume: synthetic, the Duke DME B-scans in ../shared/data (8 eyes stacked), "
+                        "or one Duke eye's B-scans repeated (--subject)")  # fmt: skip
+    p.add_argument("--subject", type=int, default=7, help="the Duke subject of --data duke-eye")
     p.add_argument("--window", choices=["on", "off", "both"], default="both",
                    help="the retina window (segment(window=...)): on, off, or both side by side")  # fmt: skip
     p.add_argument("--big", action="store_true", help="also measure peak RSS on 128 x 1024 x 512")
@@ -249,6 +269,8 @@ def main() -> None:
             path = Path(tmp) / "vol.npy"
             if args.data == "duke":
                 info = _duke_volume(args.n_bscans, 512, path)
+            elif args.data == "duke-eye":
+                info = _duke_eye_volume(args.n_bscans, 512, path, args.subject)
             else:
                 info = _make_volume(args.n_bscans, 496, 512, path)
             for preset in args.presets:

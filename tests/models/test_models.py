@@ -192,3 +192,27 @@ def test_unpooling_matches_torch_and_segmenting_imports_no_sympy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
+def test_inference_network_splits_decoder_inputs_with_the_same_output():
+    """inference_network replaces each decoder level's conv over cat([unpooled, skip]) by two convs whose
+    outputs are added: the same logits (to float rounding), the caller's network untouched."""
+    from napari_octseg.models.runtime import inference_network
+    from napari_octseg.models.segnet import DecoderBlock, SplitInputConv
+
+    torch.manual_seed(0)
+    net = SegNet(SegNetConfig(widths=(4, 8, 8))).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    fast = inference_network(net, torch.device("cpu"))
+    assert all(isinstance(b, DecoderBlock) and isinstance(b[0], SplitInputConv) for b in fast.decoder)
+    assert all(isinstance(b[0], torch.nn.Conv2d) for b in net.decoder)
+    x = torch.rand(3, 1, 37, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-5)
+    split = fast.decoder[1][0]
+    assert split.weight.shape == (8, 16, 3, 3)
+    with pytest.raises(ValueError):
+        SplitInputConv(torch.nn.Conv2d(4, 4, 3), 4)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.segnet import SplitInputConv
+
 #: Rows added on each side of a class's pixels beyond the footprint's radius (safety; costs ~1 %).
 _EXTRA_ROWS = 2
 
@@ -86,22 +88,27 @@ class BandPlan:
         return handles
 
 
-def _unit(block: nn.Sequential, start: int) -> tuple[nn.Conv2d, torch.Tensor | None, nn.Module] | None:
-    """``block[start:start + 3]`` as (3x3 conv, BatchNorm factor or None, ReLU), or ``None``."""
+def _unit(block: nn.Sequential, start: int) -> tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None:
+    """``block[start:start + 3]`` as (3x3 conv weight (out, in, 3, 3), BatchNorm factor or None, ReLU), or
+    ``None``. A :class:`~napari_octseg.models.segnet.SplitInputConv` counts as the conv it was split from."""
     conv, norm, relu = block[start], block[start + 1], block[start + 2]
-    if not isinstance(conv, nn.Conv2d) or not isinstance(relu, nn.ReLU):
+    parts = [conv.up, conv.skip] if isinstance(conv, SplitInputConv) else [conv]
+    convs = [c for c in parts if isinstance(c, nn.Conv2d)]
+    if not isinstance(relu, nn.ReLU) or len(convs) != len(parts):
         return None
-    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1:
-        return None
-    if conv.dilation != (1, 1):
-        return None
+    for c in convs:
+        if c.kernel_size != (3, 3) or c.stride != (1, 1) or c.padding != (1, 1) or c.groups != 1:
+            return None
+        if c.dilation != (1, 1):
+            return None
+    weight = torch.cat([c.weight.detach() for c in convs], dim=1)
     if isinstance(norm, nn.Identity):
-        return conv, None, relu
+        return weight, None, relu
     if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
         factor = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
             factor = factor * norm.weight
-        return conv, factor.detach(), relu
+        return weight, factor.detach(), relu
     return None
 
 
@@ -135,12 +142,12 @@ def band_plan(net: nn.Module, layer: str) -> BandPlan | None:
         # level is the pooled bottleneck, and its skip is the bottleneck itself (both need the gradient)
         after = encoder[-1] if j == len(decoder) - 1 and encoder is not None else decoder[j + 1]
         n_up = after[-3].out_channels if isinstance(after, nn.Sequential) and isinstance(after[-3], nn.Conv2d) else 0
-        if n_up <= 0 or a[0].in_channels <= n_up:
+        if n_up <= 0 or a[0].shape[1] <= n_up:
             return None
         n_in = 2 * n_up if j == len(decoder) - 1 else n_up
-        if a[0].in_channels < n_in:
+        if a[0].shape[1] < n_in:
             return None
-        levels.append(_Level(a[0].weight.detach()[:, :n_in], b[0].weight.detach(), a[1], b[1], (a[2], b[2])))
+        levels.append(_Level(a[0][:, :n_in], b[0], a[1], b[1], (a[2], b[2])))
     # how far a gradient spreads from the pixels it starts at (SegNet.gradcam_footprint, tested there)
     footprint = getattr(net, "gradcam_footprint", None)
     reach = footprint(layer) if callable(footprint) else None

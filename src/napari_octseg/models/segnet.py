@@ -51,7 +51,7 @@ PRESETS: dict[str, SegNetConfig] = {
 }
 
 
-def _double_conv(c_in: int, c_mid: int, c_out: int, bn: bool) -> nn.Sequential:
+def _units(c_in: int, c_mid: int, c_out: int, bn: bool) -> list[nn.Module]:
     def unit(a: int, b: int) -> list[nn.Module]:
         layers: list[nn.Module] = [nn.Conv2d(a, b, 3, padding=1, bias=not bn)]
         if bn:
@@ -59,7 +59,61 @@ def _double_conv(c_in: int, c_mid: int, c_out: int, bn: bool) -> nn.Sequential:
         layers.append(nn.ReLU(inplace=True))
         return layers
 
-    return nn.Sequential(*unit(c_in, c_mid), *unit(c_mid, c_out))
+    return [*unit(c_in, c_mid), *unit(c_mid, c_out)]
+
+
+def _double_conv(c_in: int, c_mid: int, c_out: int, bn: bool) -> nn.Sequential:
+    return nn.Sequential(*_units(c_in, c_mid, c_out, bn))
+
+
+class SplitInputConv(nn.Module):
+    """A decoder level's first conv over ``cat([unpooled, skip])`` as two convs whose outputs are added.
+
+    The same output as the conv over the concatenation (to float rounding) without building the
+    concatenation: on a CPU, concatenating channels-last feature maps along the channels cost about as much
+    as the conv itself at full resolution (``benchmarks/bench_segment.py``). Made from a trained conv by
+    :func:`napari_octseg.models.runtime.inference_network`; training keeps the single conv.
+    """
+
+    def __init__(self, conv: nn.Conv2d, n_up: int) -> None:
+        super().__init__()
+        if conv.groups != 1 or not 0 < n_up < conv.in_channels:
+            raise ValueError("SplitInputConv needs an ungrouped conv with both inputs")
+        weight = conv.weight.detach()
+        args = {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding}
+        self.up = nn.Conv2d(n_up, conv.out_channels, bias=False, **args)  # type: ignore[arg-type]
+        self.skip = nn.Conv2d(conv.in_channels - n_up, conv.out_channels, bias=conv.bias is not None, **args)  # type: ignore[arg-type]
+        with torch.no_grad():
+            self.up.weight.copy_(weight[:, :n_up])
+            self.skip.weight.copy_(weight[:, n_up:])
+            if conv.bias is not None and self.skip.bias is not None:
+                self.skip.bias.copy_(conv.bias.detach())
+        self.to(device=weight.device, dtype=weight.dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The equivalent single conv's weight (out, n_up + n_skip, k, k)."""
+        return torch.cat([self.up.weight, self.skip.weight], dim=1)
+
+    def forward(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.skip(skip) + self.up(up)
+        return out
+
+
+class DecoderBlock(nn.Sequential):
+    """One decoder level: 2 x (conv 3x3 + BN + ReLU) over ``cat([unpooled, skip])``, called as ``block(up, skip)``.
+
+    A :class:`nn.Sequential` (the same modules and state-dict keys as before it took two inputs); its first
+    module is a conv over the concatenation, or a :class:`SplitInputConv` that does without it.
+    """
+
+    def forward(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        modules = iter(self)
+        first = next(modules)
+        x: torch.Tensor = first(up, skip) if isinstance(first, SplitInputConv) else first(torch.cat([up, skip], dim=1))
+        for module in modules:
+            x = module(x)
+        return x
 
 
 class _MaxUnpool2x2(nn.MaxUnpool2d):
@@ -97,7 +151,7 @@ class SegNet(nn.Module):
         self.decoder = nn.ModuleList()
         for i, c in enumerate(w):
             c_out = w[i - 1] if i > 0 else w[0]
-            self.decoder.append(_double_conv(2 * c, c, c_out, bn))
+            self.decoder.append(DecoderBlock(*_units(2 * c, c, c_out, bn)))
         self.dropout = nn.Dropout2d(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(w[0], self.config.n_classes, 1)
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
@@ -121,7 +175,7 @@ class SegNet(nn.Module):
             indices.append(idx)
         for i in reversed(range(self.depth)):
             x = self.unpool(x, indices[i], output_size=skips[i].shape[-2:])
-            x = self.decoder[i](torch.cat([x, skips[i]], dim=1))
+            x = self.decoder[i](x, skips[i])
         x = self.classifier(self.dropout(x))
         return x[..., :h, :w]
 
