@@ -247,8 +247,8 @@ def main() -> None:
     p.add_argument("--default-model", default=None, metavar="PATH",
                    help="checkpoint to use as 'default' (else the bundled one, else the light preset)")  # fmt: skip
     p.add_argument("--data", choices=["synthetic", "duke", "duke-eye"], default="synthetic",
-                   help="the 496 x 512 volume: synthetic, the first Duke DME B-scans in ../shared/data (5 eyes stacked), "
-                        "or one Duke eye's B-scans repeated (--subject)")  # fmt: skip
+                   help="the 496 x 512 volume: synthetic, the first Duke DME B-scans in ../shared/data "
+                        "(5 eyes stacked), or one Duke eye's B-scans repeated (--subject)")  # fmt: skip
     p.add_argument("--subject", type=int, default=7, help="the Duke subject of --data duke-eye")
     p.add_argument("--window", choices=["on", "off", "both"], default="both",
                    help="the retina window (segment(window=...)): on, off, or both side by side")  # fmt: skip
