@@ -10,7 +10,7 @@ import torch
 from test_explain import _train_tiny, _x, band_images
 
 from napari_octseg.explain._bands import band_plan
-from napari_octseg.explain._batch import gradcam_batch, split_skip_convs
+from napari_octseg.explain._batch import gradcam_batch
 from napari_octseg.models import SegNet, SegNetConfig
 from napari_octseg.models.runtime import inference_network
 
@@ -76,7 +76,7 @@ def test_row_bands_give_autograds_weights_and_maps(nets, tall, name):
 
 
 def test_row_bands_do_not_apply_where_they_would_be_wrong(nets):
-    """Layers with a closed form, unknown layers, training mode, active dropout, a split first conv and
+    """Layers with a closed form, unknown layers, training mode, active dropout, a conv it does not know and
     other networks keep autograd."""
     tiny = nets["tiny"]
     for layer in ("decoder", "decoder.0", "final", "decoder.3", "decoder.x", "encoder.1"):
@@ -86,7 +86,9 @@ def test_row_bands_do_not_apply_where_they_would_be_wrong(nets):
     drop = SegNet(SegNetConfig(widths=(4, 8, 8), dropout=0.2)).eval()
     assert band_plan(drop, "decoder.1") is not None  # eval mode: dropout is the identity
     assert band_plan(drop.train(), "decoder.1") is None
-    assert band_plan(split_skip_convs(copy.deepcopy(tiny), "decoder.2"), "decoder.2") is None
+    unknown = copy.deepcopy(tiny)
+    unknown.decoder[1][0] = torch.nn.Conv2d(16, 8, 3, padding=2, dilation=2)  # a first conv it does not know
+    assert band_plan(unknown, "decoder.2") is None
     assert band_plan(torch.nn.Sequential(torch.nn.Conv2d(1, 10, 3)), "decoder.1") is None
 
 

@@ -49,27 +49,41 @@ def test_shared_backward_passes_give_the_per_class_maps(trained, scans, layer, t
 
 
 @pytest.mark.parametrize("layer", ["decoder.1", "decoder.2", "bottleneck"])
-def test_split_skip_convs_keep_the_network_and_the_maps(trained, scans, layer):
-    """The backward passes skip the encoder skips' gradient: same logits, same maps, fewer input channels
-    differentiated; the bottleneck's own level (its skip is the layer) is left whole."""
+def test_split_decoder_inputs_keep_the_network_and_the_autograd_maps(trained, scans, layer):
+    """inference_network convolves each decoder level's unpooled and skip halves apart: same logits, same
+    autograd maps, and autograd differentiates only the unpooled half below the layer (the encoder skips
+    are constant there); the bottleneck's own level (its skip is the layer) differentiates both."""
     import copy
 
-    from napari_octseg.explain._batch import split_skip_convs
+    from napari_octseg.models.runtime import inference_network
+    from napari_octseg.models.segnet import SplitInputConv
 
     net = copy.deepcopy(trained.model).eval()
-    split = split_skip_convs(copy.deepcopy(net), layer)
+    split = inference_network(net, torch.device("cpu")).to(memory_format=torch.contiguous_format)
     kinds = [type(block[0]).__name__ for block in split.decoder]
+    assert kinds == ["SplitInputConv"] * len(kinds), kinds
     level = len(kinds) - 1 if layer == "bottleneck" else int(layer[8:])
-    assert kinds[:level] == ["_SkipConstantConv"] * level and "_SkipConstantConv" not in kinds[level:], kinds
     x = _x(scans)
     with torch.no_grad():
         torch.testing.assert_close(split(x), net(x), rtol=1e-5, atol=1e-5)
     classes = [0, 2, 5, 7, 9]
+    skip_grad: dict[int, bool] = {}
     for target in ("predicted", "image"):
-        a = gradcam_batch(net, layer, x, classes, target=target, row_bands=False)[0]
-        b = gradcam_batch(split, layer, x, classes, target=target, row_bands=False)[0]
+        skip_grad.clear()
+        handles = [
+            block[0].skip.register_forward_hook(lambda _m, inp, _o, j=j: skip_grad.__setitem__(j, inp[0].requires_grad))
+            for j, block in enumerate(split.decoder)
+            if isinstance(block[0], SplitInputConv)
+        ]
+        try:
+            a = gradcam_batch(net, layer, x, classes, target=target, row_bands=False)[0]
+            b = gradcam_batch(split, layer, x, classes, target=target, row_bands=False)[0]
+        finally:
+            for h in handles:
+                h.remove()
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6 * float(a.abs().max()))
-    assert split_skip_convs(copy.deepcopy(net), "decoder").decoder[0][0].__class__ is torch.nn.Conv2d
+        assert [skip_grad[j] for j in range(level)] == [False] * level
+        assert skip_grad[level] == (layer == "bottleneck")
 
 
 def test_footprint_bounds_the_gradient(trained, scans):

@@ -165,12 +165,17 @@ def _rows(weights: torch.Tensor) -> tuple[int, int] | None:
     return int(rows[0]), int(rows[-1])
 
 
+def _band_indices(idx: torch.Tensor, top: int, cols: int) -> torch.Tensor:
+    """Pooling indices (channels, rows / 2, cols / 2), flat in the finer level's whole plane, made flat in its
+    band starting at row ``top``: (channels, rows / 2 * cols / 2)."""
+    return (idx - top * cols).reshape(idx.shape[0], -1)
+
+
 def _unpool_back(g: torch.Tensor, idx: torch.Tensor, top: int) -> torch.Tensor:
     """Gradient of max-unpool's input on a band: ``g`` (channels, rows, cols) on the finer level's rows
     ``top ..``; ``idx`` the pooling indices (channels, rows / 2, cols / 2) of the same band."""
-    channels, rows, cols = g.shape
-    local = (idx - top * cols).reshape(channels, -1)
-    return torch.gather(g.reshape(channels, -1), 1, local).reshape(idx.shape)
+    channels, _, cols = g.shape
+    return torch.gather(g.reshape(channels, -1), 1, _band_indices(idx, top, cols)).reshape(idx.shape)
 
 
 def band_channel_grads(
@@ -236,7 +241,7 @@ def _bottleneck_back(plan: BandPlan, g: torch.Tensor, b: int, top: int) -> torch
     up, skip = g[: plan.channels], g[plan.channels :]
     rows, cols = up.shape[-2:]
     idx = plan.indices[plan.level][b, :, top // 2 : top // 2 + rows // 2]
-    local = (idx - top * cols).reshape(plan.channels, -1)
+    local = _band_indices(idx, top, cols)
     kept = torch.zeros((plan.channels, rows * cols), dtype=up.dtype, device=up.device).scatter_(1, local, 1.0)
     return skip + up * kept.reshape(up.shape)
 

@@ -303,64 +303,6 @@ def _channel_grads(
     return out
 
 
-class _SkipConstantConv(nn.Module):
-    """A decoder level's first conv, whose input is ``cat([upsampled, skip])``, split in two: the skip
-    half (encoder features, constant for a Grad-CAM layer above it) is convolved without a gradient, so
-    each backward pass computes the input gradient of the upsampled half only (the same output)."""
-
-    def __init__(self, conv: nn.Conv2d, n_first: int) -> None:
-        super().__init__()
-        self.n_first = n_first
-        weight = conv.weight.detach()
-        kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
-        pad = conv.padding if isinstance(conv.padding, str) else (int(conv.padding[0]), int(conv.padding[1]))
-        stride = (int(conv.stride[0]), int(conv.stride[1]))
-        dilation = (int(conv.dilation[0]), int(conv.dilation[1]))
-        out = conv.out_channels
-        self.first = nn.Conv2d(n_first, out, kernel, stride, pad, dilation, bias=False)
-        self.second = nn.Conv2d(conv.in_channels - n_first, out, kernel, stride, pad, dilation, bias=False)
-        self.first.weight = nn.Parameter(weight[:, :n_first].clone(), requires_grad=False)
-        self.second.weight = nn.Parameter(weight[:, n_first:].clone(), requires_grad=False)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            rest = self.second(x[:, self.n_first :].detach())
-            if self.bias is not None:
-                rest = rest + self.bias[:, None, None]
-        return self.first(x[:, : self.n_first]) + rest
-
-
-def split_skip_convs(net: nn.Module, layer: str) -> nn.Module:
-    """Make the backward passes of Grad-CAM at ``layer`` skip the encoder features' gradient, in place.
-
-    For a SegNet, every decoder level below ``layer`` (finer than it) starts with a conv over
-    ``cat([upsampled, skip])``; the skip comes from the encoder, which runs before ``layer`` and so never
-    needs a gradient. Splitting that conv halves its backward cost (about a third of each pass) and leaves
-    the output as it was (to float rounding). Use it on a copy (``inference_network``); other networks,
-    the paper's layers and ``"bottleneck"``'s own level are left as they are.
-    """
-    decoder = getattr(net, "decoder", None)
-    if not isinstance(decoder, nn.ModuleList) or layer in ("decoder", "final"):
-        return net
-    if layer.startswith("decoder.") and layer[8:].isdigit():
-        below = range(min(int(layer[8:]), len(decoder)))
-    elif layer == "bottleneck":
-        below = range(len(decoder) - 1)  # the deepest level's skip is the bottleneck itself
-    else:
-        return net
-    for j in below:
-        block = decoder[j]
-        if not isinstance(block, nn.Sequential) or len(block) == 0:
-            continue
-        conv = block[0]
-        if isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.in_channels % 2 == 0:
-            split = _SkipConstantConv(conv, conv.in_channels // 2)
-            split.to(device=conv.weight.device)
-            block[0] = split
-    return net
-
-
 def _padded_size(net: nn.Module, height: int, width: int) -> tuple[int, int]:
     """Input size after the network's own padding to a multiple of ``2 ** depth``."""
     m = 2 ** int(getattr(net, "depth", 0))

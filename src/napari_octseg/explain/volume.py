@@ -21,8 +21,8 @@ mean logit, so the raw max/mean heatmap intensities of the classes (the paper's 
 compared with each other (within one layer and B-scan size).
 
 How the gradients are computed (closed form at the paper's layers, by hand on each class's band of rows
-at the other decoder levels, autograd passes shared by classes whose footprints do not overlap at the
-bottleneck): see :mod:`napari_octseg.explain._batch` and :mod:`napari_octseg.explain._bands`.
+at the other decoder levels and the bottleneck, autograd passes shared by classes whose footprints do not
+overlap for other networks): see :mod:`napari_octseg.explain._batch` and :mod:`napari_octseg.explain._bands`.
 
 Memory: one float32 normalised copy of the volume, the float16 heatmaps (2 bytes per pixel per class:
 250 MB for 10 classes of 49 B-scans of 496 x 512) and, per batch, one forward pass's tensors.
@@ -56,7 +56,6 @@ from ._batch import (
     Reduction,
     Target,
     layer_module,
-    split_skip_convs,
 )
 from ._window import gradcam_window
 from .layers import DEFAULT_LAYER, SCORE_MAP_LAYERS
@@ -273,8 +272,8 @@ def gradcam(
     ) is None:
         # autograd's backward passes run in NCHW (Module.to takes memory_format at run time; torch's stubs
         # omit it); the hand-written row-band passes (explain._bands) keep the segmentation's format
+        # (the decoder's SplitInputConv convolves the encoder skips apart, so autograd never differentiates them)
         fast = fast.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-        split_skip_convs(fast, layer)  # encoder skips need no gradient: cheaper backward passes
     # "image" asks about every pixel of the B-scan: the window would shrink the question to its rows
     use_window = window and len(loaded.class_names) == N_CLASSES and (target != "image" or mask is not None)
     tracker = WindowTracker(use_window, 2 ** int(getattr(net, "depth", 0)))
