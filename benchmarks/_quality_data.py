@@ -4,8 +4,10 @@ For every (subject, shift, B-scan): the true mean Dice (classes 1-7 and fluid, a
 ground truth and prediction left out), every statistic of :mod:`napari_octseg.quality.stats` exactly as
 ``segment(..., return_uncertainty=True)`` measures it (the pipeline's uncertainty, 1 - margin), the same
 uncertainty summaries from the normalised entropy (``*_entropy``), the whole-B-scan mean uncertainty
-(``uncertainty_all``), the pixel spacing the network saw (``axial_um``, ``lateral_um``: the model's grid) and
-the B-scan's own (``native_*``). One row per B-scan, written to CSV so the calibration and the evaluation
+(``uncertainty_all``), one minus the soft expected Dice (:func:`expected_dice`; ``uncertainty_edice0`` /
+``uncertainty_edice200``: classes with under 0 / 200 pixels of mass left out; explored, not used), the
+pixel spacing the network saw (``axial_um``, ``lateral_um``: the model's grid) and the B-scan's own
+(``native_*``). One row per B-scan, written to CSV so the calibration and the evaluation
 can be redone without segmenting again.
 """
 
@@ -43,6 +45,27 @@ def bscan_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return out
 
 
+def expected_dice(probabilities: np.ndarray, labels: np.ndarray, min_mass: float) -> np.ndarray:
+    """Soft Dice of the probabilities against the labels, mean over classes 1-7 and 9, per B-scan (n,).
+
+    Per class: ``2 sum(p_c [label = c]) / (sum p_c + #[label = c])``, the Dice the labels would get if the truth
+    were drawn from the probabilities; a class with fewer than ``min_mass`` labelled pixels and less
+    probability mass is left out, as the true Dice leaves out a class absent from both.
+    """
+    out = np.empty(len(labels))
+    for i in range(len(labels)):
+        d = []
+        for c in SCORED_CLASSES:
+            pc = probabilities[i, c].astype(np.float32)
+            hit = labels[i] == c
+            mass, count = float(pc.sum(dtype=np.float64)), int(hit.sum())
+            if max(mass, count) <= max(min_mass, 0.5):
+                continue
+            d.append(2.0 * float(pc[hit].sum(dtype=np.float64)) / (mass + count))
+        out[i] = float(np.mean(d)) if d else 1.0
+    return out
+
+
 def measure(volume: OctVolume, model) -> tuple[dict, np.ndarray, tuple[float, float]]:
     """Segment ``volume`` as ``octseg segment --uncertainty`` does and return (statistics, labels, spacing).
 
@@ -58,6 +81,8 @@ def measure(volume: OctVolume, model) -> tuple[dict, np.ndarray, tuple[float, fl
     stats["uncertainty_entropy"] = entropy["uncertainty"]
     stats["uncertain_fraction_entropy"] = entropy["uncertain_fraction"]
     stats["uncertainty_all"] = result.uncertainty.mean(axis=(1, 2), dtype=np.float64)
+    for mass in (0, 200):
+        stats[f"uncertainty_edice{mass}"] = 1.0 - expected_dice(result.probabilities, result.labels, mass)
     seen = result.model_spacing_um or result.native_spacing_um or DUKE_SPACING
     return stats, result.labels, (float(seen[0]), float(seen[1]))
 

@@ -23,6 +23,11 @@ VARIANTS = {
     "band mean of 1 - margin (shipped)": {},
     "whole-B-scan mean of 1 - margin": {"uncertainty": "uncertainty_all"},
     "band mean of normalised entropy": {"uncertainty": "uncertainty_entropy"},
+    # 1 - the soft "expected Dice" of the labels against the network's probabilities, a class left out below
+    # 0 / 200 pixels of probability mass: better here (Spearman 0.64 vs 0.37), but not on
+    # Subject_07-08 (bench_quality.py rows: 0.62 vs 0.68 alone, AUROC 0.50 vs 0.67), so not used
+    "1 - expected Dice": {"uncertainty": "uncertainty_edice0"},
+    "1 - expected Dice (classes over 200 px)": {"uncertainty": "uncertainty_edice200"},
 }
 
 
