@@ -51,7 +51,8 @@ def auroc(bad: np.ndarray, risk: np.ndarray) -> float:
 
 def stats_of(rows: list[dict], key_map: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     key_map = key_map or {}
-    return {k: np.array([r[key_map.get(k, k)] for r in rows], float) for k in STATISTICS}
+    # rows measured without the mirror check (or before it existed) have no mirror_disagreement: NaN, no penalty
+    return {k: np.array([r.get(key_map.get(k, k), np.nan) for r in rows], float) for k in STATISTICS}
 
 
 def score_rows(rows: list[dict], reference: QualityReference, key_map: dict[str, str] | None = None):
@@ -100,6 +101,7 @@ def calibrate(plain: list[dict], shifted: list[dict], key_map: dict[str, str] | 
     for name in ("fluid_outside_fraction", "edge_fraction", "missing_fraction"):
         rules.append(replace(base[name], high=float(np.nanmax(s[name])) + 0.10, soft=0.30))
     rules.append(replace(base["layer_thickness_deviation"], high=float(np.nanmax(s["layer_thickness_deviation"]))))
+    rules.append(replace(base["mirror_disagreement"]))  # fitted by bench_mirror_check.py (needs the mirrored pass)
     reference = replace(DEFAULT_REFERENCE, rules=tuple(rules), source="calibrated on Duke Subject_01-06")
     # the uncertainty's soft width, then the flag threshold, on the shifted training subjects
     rows = plain + shifted

@@ -66,7 +66,7 @@ def expected_dice(probabilities: np.ndarray, labels: np.ndarray, min_mass: float
     return out
 
 
-def measure(volume: OctVolume, model) -> tuple[dict, np.ndarray, tuple[float, float]]:
+def measure(volume: OctVolume, model, mirror_check: bool = False) -> tuple[dict, np.ndarray, tuple[float, float]]:
     """Segment ``volume`` as ``octseg segment --uncertainty`` does and return (statistics, labels, spacing).
 
     The statistics are the pipeline's own (``result.quality.statistics``: input statistics of the network's
@@ -74,7 +74,11 @@ def measure(volume: OctVolume, model) -> tuple[dict, np.ndarray, tuple[float, fl
     the whole-B-scan mean uncertainty from the native-grid probabilities; ``spacing`` is the (axial, lateral)
     µm per pixel the network saw (the model's grid when the volume was resampled to it).
     """
-    result = run_generator(segment(volume, model, device="cpu", return_probabilities=True, return_uncertainty=True))
+    result = run_generator(
+        segment(
+            volume, model, device="cpu", return_probabilities=True, return_uncertainty=True, mirror_check=mirror_check
+        )
+    )
     report = result.quality
     stats = {k: np.asarray(report.statistics[k], dtype=np.float64) for k in STATISTICS}
     entropy = uncertainty_statistics(pixel_uncertainty(result.probabilities, "entropy"), result.labels)
@@ -87,15 +91,15 @@ def measure(volume: OctVolume, model) -> tuple[dict, np.ndarray, tuple[float, fl
     return stats, result.labels, (float(seen[0]), float(seen[1]))
 
 
-def collect(model, subjects: Iterable[int], shifts: Iterable[str], log=print) -> list[dict]:
-    """Rows for every B-scan of every (subject, shift)."""
+def collect(model, subjects: Iterable[int], shifts: Iterable[str], log=print, mirror_check: bool = False) -> list[dict]:
+    """Rows for every B-scan of every (subject, shift); ``mirror_check`` measures ``mirror_disagreement``."""
     rows: list[dict] = []
     for subj in subjects:
         with np.load(DUKE / f"Subject_{subj:02d}.npz") as z:
             images, labels = z["images"], z["labels"].astype(np.uint8)
         for shift in shifts:
             x, y, scale = shift_volume(shift, images, labels, DUKE_SCALE_UM, seed=subj)
-            stats, pred, seen = measure(OctVolume(data=x, scale_um=scale), model)
+            stats, pred, seen = measure(OctVolume(data=x, scale_um=scale), model, mirror_check)
             dice = bscan_dice(pred, y)
             for i in range(len(x)):
                 row = {"source": f"Subject_{subj:02d}", "shift": shift, "bscan": i, "dice": dice[i]}
@@ -107,14 +111,14 @@ def collect(model, subjects: Iterable[int], shifts: Iterable[str], log=print) ->
     return rows
 
 
-def collect_vols(model) -> list[dict]:
+def collect_vols(model, mirror_check: bool = False) -> list[dict]:
     """Rows for the B-scans of the two .vol files (no ground truth: Dice is NaN)."""
     from napari_octseg.io import read
 
     rows = []
     for path in sorted(VOLS.glob("*.vol")):
         volume = read(path)
-        stats, _, seen = measure(volume, model)
+        stats, _, seen = measure(volume, model, mirror_check)
         for i in range(volume.n_bscans):
             row = {"source": path.name, "shift": "device", "bscan": i, "dice": np.nan}
             row.update({"axial_um": seen[0], "lateral_um": seen[1], "native_axial_um": volume.scale_um[1]})
@@ -122,6 +126,16 @@ def collect_vols(model) -> list[dict]:
             row.update({k: float(v[i]) for k, v in stats.items()})
             rows.append(row)
     return rows
+
+
+def write_report(path: Path, lines: list[str], echo: bool = True) -> None:
+    """Write a benchmark's text report (one line each) to ``path``, printing it first when ``echo``."""
+    text = "\n".join(lines) + "\n"
+    if echo:
+        print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"written {path}")
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

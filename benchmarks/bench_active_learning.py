@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _quality_data import DUKE, bscan_dice
+from _quality_data import DUKE, bscan_dice, write_report
 from _shifts import DUKE_SCALE_UM, SHIFTS, shift_volume
 
 from napari_octseg.core.progress import run_generator
@@ -60,6 +60,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8, help="augmented crops per epoch")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--mirror-check", action="store_true", help="rank by the quality with segment(mirror_check=True)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "active_learning.txt")
     args = parser.parse_args()
     if not DUKE.is_dir():
@@ -71,7 +74,7 @@ def main() -> int:
         images, labels = z["images"], z["labels"].astype(np.uint8)
     x, y, scale = shift_volume(args.shift, images, labels, DUKE_SCALE_UM, seed=args.subject)
     volume = OctVolume(data=x, scale_um=scale)
-    base = run_generator(segment(volume, model, device="cpu", return_uncertainty=True))
+    base = run_generator(segment(volume, model, device="cpu", return_uncertainty=True, mirror_check=args.mirror_check))
     assert base.quality is not None
     base_dice = bscan_dice(base.labels, y)
     n = len(x)
@@ -83,7 +86,8 @@ def main() -> int:
         f"Subject_{args.subject:02d} under '{args.shift}' ({n} B-scans, mean Dice {np.nanmean(base_dice):.3f}); "
         f"fine-tuned {args.epochs} epochs x {args.samples} crops on the 2 picked B-scans (grader labels as the "
         f"corrections), fine-tuning seeds {args.seeds}; Dice = mean over the other {n - 2} B-scans (1-7 + fluid)",
-        "quality per B-scan: " + " ".join(f"{i}:{q:.2f}" for i, q in enumerate(base.quality.score)),
+        ("quality per B-scan (with the mirror check): " if args.mirror_check else "quality per B-scan: ")
+        + " ".join(f"{i}:{q:.2f}" for i, q in enumerate(base.quality.score)),
         "Dice per B-scan:    " + " ".join(f"{i}:{d:.2f}" for i, d in enumerate(base_dice)),
         f"{'pick':<10}{'B-scans':<9}{'seed':>5}{'their Dice':>11}{'others before':>15}{'after':>8}{'gain':>8}{'s':>6}",
     ]
@@ -125,11 +129,8 @@ def main() -> int:
         + ", ".join(f"{g:+.4f}" for g in random_gain)
         + f"): the ranked B-scans teach the model {verdict} than random ones here"
     )
-    text = "\n".join(out) + "\n"
     print(out[-1])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"written {args.out}")
+    write_report(args.out, out, echo=False)
     return 0
 
 

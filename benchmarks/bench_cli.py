@@ -73,6 +73,7 @@ def main() -> int:
     parser.add_argument("--n-bscans", type=int, default=49)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for the matmul")
+    parser.add_argument("--mirror-check", action="store_true", help="time octseg segment --mirror-check")
     parser.add_argument("--out", type=Path, default=RESULTS / "cli.txt")
     args = parser.parse_args()
     if not DUKE.is_dir():
@@ -82,7 +83,8 @@ def main() -> int:
     lines = [
         f"# bench_cli.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}",
-        f"octseg segment on Duke Subject_{args.subject:02d}'s B-scans repeated to {args.n_bscans} "
+        f"octseg segment{' --mirror-check' if args.mirror_check else ''} on Duke Subject_{args.subject:02d}'s "
+        f"B-scans repeated to {args.n_bscans} "
         f"(496 x 512, uint8 ImageJ TIFF, {AXIAL_UM} x {LATERAL_UM} µm); start to files written",
         f"{'run':>3} {'wall s':>7} {'segmenting s':>12} {'start-up s':>10} {'matmul GFLOP/s':>14}",
     ]
@@ -95,7 +97,8 @@ def main() -> int:
             matmul = float(_timed([sys.executable, "-c", _MATMUL.format(threads=args.threads)], env)[1].split()[-1])
             startup, _ = _timed([sys.executable, "-c", "import torch, napari_octseg.cli"], env)
             out = Path(tmp) / f"out{k}"
-            wall, text = _timed([sys.executable, "-m", "napari_octseg", "segment", str(volume), "--out", str(out)], env)
+            cmd = [sys.executable, "-m", "napari_octseg", "segment", str(volume), "--out", str(out)]
+            wall, text = _timed(cmd + (["--mirror-check"] if args.mirror_check else []), env)
             if not (out / f"{volume.stem}.labels.tif").is_file() or not (out / f"{volume.stem}.qc.csv").is_file():
                 raise SystemExit(f"run {k}: the outputs were not written")
             found = re.search(r"\(([\d.]+) s, [\d.]+ B-scans/s", text)

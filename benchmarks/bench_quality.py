@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _quality_calib import BAD_DICE, auroc, calibrate, describe, score_rows
-from _quality_data import DUKE, collect, collect_vols, read_rows, write_rows
+from _quality_data import DUKE, collect, collect_vols, read_rows, write_report, write_rows
 from _shifts import DUKE_SCALE_UM, SHIFTS
 from scipy.stats import spearmanr
 
@@ -201,11 +201,7 @@ def main() -> int:
     calibrated = calibrate(plain, shifted)
     evaluate(val, calibrated, "Reference re-calibrated on Subject_01-06 for this model", out)
     out.append("calibrated reference:\n" + describe(calibrated))
-    text = "\n".join(out) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"written {args.out}")
+    write_report(args.out, out)
     return 0
 
 

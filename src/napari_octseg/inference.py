@@ -198,6 +198,7 @@ def segment(
     reflectivity: str = "auto",
     ordered: bool = True,
     window: bool = True,
+    mirror_check: bool = False,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment every B-scan of ``volume`` into the checkpoint's classes.
 
@@ -237,6 +238,10 @@ def segment(
         Run the network only on the rows around the retina found in the previous B-scans
         (:mod:`napari_octseg.core.retina_window`; ordered 10-class decoding only). A B-scan whose retina
         nears the window's edge is run again at full height. ``False`` runs every row of every B-scan.
+    mirror_check
+        With ``return_uncertainty``: also segment every B-scan mirrored left-right and measure how much its
+        labels change (``mirror_disagreement`` in the quality; a confident error often depends on where a
+        structure sits in the image). Twice the network time; the labels are those of the unmirrored pass.
 
     Yields
     ------
@@ -285,6 +290,7 @@ def segment(
         stop = tracker.batch_stop(done, batch_size, n)
         x = normalize_bscans(to_model_grid(_display_batch(data, kind, done, stop), gm), model.normalization)
         out_of_memory = False
+        mirrored: np.ndarray | None = None
         try:
             batch = forward_batch(
                 net,
@@ -297,6 +303,18 @@ def segment(
                 offsets_px=model.boundary_offsets_px,
                 window=tracker.window,
             )
+            if mirror_check and accumulator is not None:
+                flipped = forward_batch(
+                    net,
+                    np.ascontiguousarray(x[:, :, ::-1]),
+                    dev,
+                    gm,
+                    ordered=ordered,
+                    want_probabilities=False,
+                    offsets_px=model.boundary_offsets_px,
+                    window=tracker.window,
+                )
+                mirrored = flipped.labels[:, :, ::-1]
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -319,7 +337,7 @@ def segment(
             probabilities[done:stop] = batch.probabilities
         if uncertainty is not None and accumulator is not None and batch.uncertainty is not None:
             uncertainty[done:stop] = batch.uncertainty
-            accumulator.add(x, batch.labels, batch.uncertainty)
+            accumulator.add(x, batch.labels, batch.uncertainty, mirrored)
         edges = batch.edges
         tracker.record(batch.windowed, batch.reruns, None if edges is None else (edges[:, 0], edges[:, -1]), x.shape[1])
         done = stop

@@ -121,3 +121,30 @@ def test_quality_panel_layout_keeps_plot_above_go_to_row_in_a_narrow_dock(make_n
     assert panel.plot.height() == panel.plot.minimumHeight()
     assert panel.choice.native.sizeHint().width() < 250
     assert panel.native.minimumSizeHint().width() < 320
+
+
+def test_segment_dock_mirror_check(make_napari_viewer, qtbot, tiny_checkpoint, rng, errors, monkeypatch):
+    """The dock's "check by mirroring" box runs segment(mirror_check=True); off by default."""
+    calls = []
+    real = sw.segment
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("mirror_check"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sw, "segment", recording)
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((2, 32, 32)).astype(np.float32), name="scan", scale=SCALE)
+    widget = sw.SegmentWidget(viewer)
+    widget.model_choice.value = sw.FILE_CHOICE
+    widget.checkpoint.value = str(tiny_checkpoint)
+    widget.device.value = "cpu"
+    assert widget.mirror_check.value is False
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    widget.mirror_check.value = True
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert errors == [] and calls == [False, True]
+    labels = [layer for layer in viewer.layers if layer.name.startswith("scan labels")]
+    assert len(labels) == 2 and len(labels[-1].metadata[qp.QUALITY_KEY]["score"]) == 2

@@ -103,7 +103,7 @@ def test_existing_uncertainty_file_is_kept_and_nothing_written(tmp_path, oct_inp
 
 def test_bundled_reference_flags_the_circle_scan_not_the_line_scan(vol_dir):
     """The shipped calibration on the two genuine Heidelberg files: the circle scan (a pattern the model was not
-    made for) is flagged with anatomical reasons, the macular line scan is not (measured: quality 0.00 vs 0.79)."""
+    made for) is flagged with anatomical reasons, the macular line scan is not (measured: quality 0.00 vs 0.89)."""
     from napari_octseg.io import read
     from napari_octseg.models import load_model
 
@@ -129,3 +129,61 @@ def test_margin_uncertainty_equals_top2_of_the_softmax():
     assert torch.equal(got, expected)
     assert got[0, 0, 0] == 1.0 and got[1, 0, 0] == 0.0
     np.testing.assert_allclose(got.numpy(), pixel_uncertainty(probs.numpy(), "margin"), atol=1e-6)
+
+
+def test_mirror_check_measures_how_the_mirrored_labels_differ(rng, varied_model):
+    """segment(mirror_check=True): the labels are those of the plain pass; mirror_disagreement is 1 - the mean
+    Dice against the labels of the mirrored volume mirrored back (the same as segmenting it separately), NaN
+    and no penalty without the check."""
+    from napari_octseg.quality.stats import label_agreement
+
+    volume = OctVolume(data=rng.random((3, 37, 53)).astype(np.float32), scale_um=(50.0, 3.87, 11.3))
+    # the raw argmax (a random network's ordered decoding finds no layers at all, so nothing could change)
+    kwargs = {"batch_size": 2, "device": "cpu", "return_uncertainty": True, "window": False, "ordered": False}
+    plain = run_generator(segment(volume, varied_model, **kwargs))
+    checked = run_generator(segment(volume, varied_model, mirror_check=True, **kwargs))
+    np.testing.assert_array_equal(plain.labels, checked.labels)
+    assert np.isnan(plain.quality.statistics["mirror_disagreement"]).all()
+    assert plain.quality.penalties["mirror_disagreement"].tolist() == [0.0, 0.0, 0.0]
+    mirrored = OctVolume(data=np.ascontiguousarray(volume.data[:, :, ::-1]), scale_um=volume.scale_um)
+    back = run_generator(segment(mirrored, varied_model, batch_size=2, device="cpu", ordered=False)).labels[:, :, ::-1]
+    expected = 1.0 - label_agreement(checked.labels, back)
+    np.testing.assert_allclose(checked.quality.statistics["mirror_disagreement"], expected)
+    assert 0 < expected.max() <= 1  # a random network's labels do change when mirrored
+    assert np.all(checked.quality.score <= plain.quality.score + 1e-12)
+    # the mirror rule lowers every score a little: its own flag threshold
+    from napari_octseg.quality import DEFAULT_REFERENCE
+
+    assert plain.quality.flag_below == DEFAULT_REFERENCE.flag_below
+    assert checked.quality.flag_below == DEFAULT_REFERENCE.flag_below_mirror < DEFAULT_REFERENCE.flag_below
+    worst = int(np.argmax(expected))
+    if checked.quality.penalties["mirror_disagreement"][worst] >= 0.25 * 0.5:
+        assert "labels change when the B-scan is mirrored" in checked.quality.reasons[worst]
+
+
+def test_label_agreement():
+    from napari_octseg.quality.stats import label_agreement
+
+    a = np.zeros((2, 4, 4), np.uint8)
+    a[:, 1] = 1
+    a[:, 2] = 2
+    assert label_agreement(a, a).tolist() == [1.0, 1.0]
+    b = a.copy()
+    b[0, 2] = 1  # B-scan 0: class 1 covers both rows, class 2 is gone
+    np.testing.assert_allclose(label_agreement(a, b), [(2 * 4 / 12 + 0.0) / 2, 1.0])
+    assert label_agreement(np.zeros((3, 3), np.uint8), np.zeros((3, 3), np.uint8)).tolist() == [1.0]
+    with pytest.raises(ValueError, match="different shapes"):
+        label_agreement(a, a[:, :3])
+
+
+def test_cli_mirror_check_fills_its_qc_column(tmp_path, oct_inputs, tiny_checkpoint):
+    base = ["segment", str(oct_inputs / "vol.npy"), "--model", str(tiny_checkpoint), "--quiet", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--mirror-check"]) == 0
+    plain = list(csv.DictReader((tmp_path / "a" / "vol.qc.csv").open()))
+    checked = list(csv.DictReader((tmp_path / "b" / "vol.qc.csv").open()))
+    assert [r["mirror_disagreement"] for r in plain] == ["", "", ""]
+    assert all(0.0 <= float(r["mirror_disagreement"]) <= 1.0 for r in checked)
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "a" / "vol.labels.tif"), tifffile.imread(tmp_path / "b" / "vol.labels.tif")
+    )

@@ -20,6 +20,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, Widget
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
@@ -75,6 +76,8 @@ class _QualityPlot(FigureCanvasQTAgg):
             self.ax.bar(np.arange(len(scores)), heights, width=0.9, color=colors)
             self.ax.axhline(flag_below, color="#444444", lw=0.8, ls="--")
             self.ax.set_xlim(-0.6, len(scores) - 0.4)
+            # B-scan numbers are whole: no fractional ticks (one B-scan showed -0.6 ... 0.6)
+            self.ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         self.ax.set_ylim(0, 1)
         self.ax.set_xlabel("B-scan", fontsize=7)
         self.ax.set_ylabel("quality", fontsize=7)

@@ -53,6 +53,7 @@ def _segmentation_job(
     cancel: Callable[[], bool],
     scale_um: tuple[float, float, float] | None = None,
     reflectivity: str = "auto",
+    mirror_check: bool = False,
 ) -> Generator[Progress, None, tuple[Image, Any, SegmentationResult]]:
     """Worker-thread work: rebuild the volume, load the model, segment (yielding progress)."""
     volume = volume_from_layer(layer)
@@ -67,6 +68,7 @@ def _segmentation_job(
         scale_um=scale_um or volume.scale_um,
         reflectivity=reflectivity,
         return_uncertainty=True,
+        mirror_check=mirror_check,
     )
     return layer, loaded, result
 
@@ -99,6 +101,12 @@ class SegmentWidget(ModelJobWidget):
             value=False,
             tooltip="per-pixel uncertainty (1 - margin of the two likeliest classes) as an Image layer",
         )
+        self.mirror_check = CheckBox(
+            text="check by mirroring (1.5 x time)",
+            value=False,
+            tooltip="also segment every B-scan mirrored left-right: B-scans whose labels then change get a lower "
+            "quality ('labels change when the B-scan is mirrored'); the labels themselves are the same",
+        )
         self.boundaries_check = CheckBox(
             text="add boundary lines",
             value=True,
@@ -112,7 +120,13 @@ class SegmentWidget(ModelJobWidget):
         self.legend = ClassLegend()
         super().__init__(
             viewer,
-            options=[self.scale_um, self.reflectivity, self.uncertainty_check, self.boundaries_check],
+            options=[
+                self.scale_um,
+                self.reflectivity,
+                self.uncertainty_check,
+                self.mirror_check,
+                self.boundaries_check,
+            ],
             results=[self.quality_panel, self.legend],
             batch_size=4,
         )
@@ -133,6 +147,7 @@ class SegmentWidget(ModelJobWidget):
             cancel,
             parse_scale(self.scale_um.value, "scale"),
             self.reflectivity.value,
+            bool(self.mirror_check.value),
         )
 
     def _progress_text(self, event: Progress) -> str:

@@ -83,6 +83,8 @@ class QualityReference:
         ``layer_thickness_deviation``).
     flag_below
         B-scans with a lower quality are flagged.
+    flag_below_mirror
+        The threshold when the mirror check ran (its rule lowers every score a little); ``None``: ``flag_below``.
     volume_flag_fraction
         A whole volume "looks out of distribution" when at least this fraction of its B-scans is flagged.
     source
@@ -95,6 +97,7 @@ class QualityReference:
     flag_below: float = 0.5
     volume_flag_fraction: float = 0.5
     source: str = ""
+    flag_below_mirror: float | None = None
 
     def with_spacing(self, spacing_um: tuple[float, float]) -> QualityReference:
         return replace(self, spacing_um=(float(spacing_um[0]), float(spacing_um[1])))
@@ -126,11 +129,22 @@ DEFAULT_REFERENCE = QualityReference(
         Rule("missing_fraction", -math.inf, 0.1, 0.3, reason_high="layers missing"),
         Rule("total_thickness_p95_um", 301.9, 731.2, 363.8, "retina implausibly thin", "retina implausibly thick"),
         Rule("layer_thickness_deviation", -math.inf, 1.048, 1.0, reason_high="a layer out of its usual thickness"),
+        # only with the mirror check (segment(mirror_check=True)); NaN, no penalty, without it. Range start: the
+        # least disagreement of an unshifted training B-scan; width and weight: benchmarks/_quality_flip.py
+        Rule(
+            "mirror_disagreement",
+            -math.inf,
+            0.021,
+            0.05,
+            reason_high="labels change when the B-scan is mirrored",
+            weight=0.5,
+        ),  # fmt: skip
     ),
     # typical thickness per layer class (µm), close to the medians on Subject_01-06's labels
     # (38.7, 71.6, 34.8, 31.0, 89.0, 31.0, 27.1)
     layer_thickness_um={1: 40.0, 2: 80.0, 3: 35.0, 4: 30.0, 5: 90.0, 6: 30.0, 7: 25.0},
     flag_below=0.768,
+    flag_below_mirror=0.511,  # Youden's J with the mirror rule, same training rows (bench_mirror_check.py)
     volume_flag_fraction=0.5,
     source="calibrated on Duke Subject_01-06 for the bundled physical-scale model (benchmarks/bench_quality.py)",
 )
@@ -253,7 +267,16 @@ def quality_from_statistics(
             key=lambda t: -t[0],
         )
         reasons.append([text for p, text in named if p >= REASON_PENALTY and text])
-    return QualityReport(score, reasons, stats, penalties, reference.flag_below, reference.volume_flag_fraction)
+    mirrored = "mirror_disagreement" in stats and bool(np.isfinite(stats["mirror_disagreement"]).any())
+    flag_below = reference.flag_below_mirror if mirrored and reference.flag_below_mirror is not None else None
+    return QualityReport(
+        score,
+        reasons,
+        stats,
+        penalties,
+        reference.flag_below if flag_below is None else flag_below,
+        reference.volume_flag_fraction,
+    )
 
 
 def correction_candidates(quality: np.ndarray | QualityReport, k: int, min_gap: int | None = None) -> list[int]:
@@ -364,12 +387,21 @@ class QualityAccumulator:
         axial = native_um[0] if native_um is not None else reference.spacing_um[0]
         return cls(axial, seen, reference)
 
-    def add(self, images: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray) -> None:
-        """Measure one batch: normalised network input, labels and uncertainty (n, depth, width)."""
+    def add(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        uncertainty: np.ndarray,
+        mirrored_labels: np.ndarray | None = None,
+    ) -> None:
+        """Measure one batch: normalised network input, labels and uncertainty (n, depth, width), and the
+        labels of the mirrored B-scans mirrored back when the mirror check ran."""
         from .stats import bscan_statistics
 
         self._parts.append(
-            bscan_statistics(images, labels, uncertainty, self.axial_um, self.reference.layer_thickness_um)
+            bscan_statistics(
+                images, labels, uncertainty, self.axial_um, self.reference.layer_thickness_um, mirrored_labels
+            )
         )
 
     def report(self) -> QualityReport:

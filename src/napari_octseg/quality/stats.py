@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..core.classes import FLUID_CLASS, LAYER_CLASSES
+from ..core.classes import FLUID_CLASS, LAYER_CLASSES, SCORED_CLASSES
 
 #: Names of the per-B-scan statistics :func:`bscan_statistics` returns, in CSV order.
 STATISTICS: tuple[str, ...] = (
@@ -29,6 +29,7 @@ STATISTICS: tuple[str, ...] = (
     "missing_fraction",
     "total_thickness_p95_um",
     "layer_thickness_deviation",
+    "mirror_disagreement",
 )
 #: A pixel counts as "uncertain" above this uncertainty (margin: the runner-up class within 0.5 of the first).
 UNCERTAIN_PIXEL = 0.5
@@ -253,23 +254,63 @@ def uncertainty_statistics(uncertainty: np.ndarray, labels: np.ndarray) -> dict[
     }
 
 
+def label_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean Dice between two label maps of the same B-scans, per B-scan (classes 1-7 and fluid).
+
+    A class absent from both maps of a B-scan is left out (as the true per-B-scan Dice leaves out a class
+    absent from ground truth and prediction); 1.0 where every class is absent.
+
+    Parameters
+    ----------
+    a, b
+        uint8 (n, depth, width) labels, or (depth, width) for one B-scan.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (n,) in [0, 1].
+    """
+    x, y = np.asarray(a), np.asarray(b)
+    x, y = (x[None], y[None]) if x.ndim == 2 else (x, y)
+    if x.shape != y.shape:
+        raise ValueError(f"label maps of different shapes: {x.shape} and {y.shape}")
+    n = x.shape[0]
+    total = np.zeros(n)
+    count = np.zeros(n)
+    for c in SCORED_CLASSES:
+        in_x, in_y = x == c, y == c
+        size = in_x.sum(axis=(1, 2), dtype=np.float64) + in_y.sum(axis=(1, 2), dtype=np.float64)
+        both = (in_x & in_y).sum(axis=(1, 2), dtype=np.float64)
+        present = size > 0
+        total += np.where(present, 2.0 * both / np.where(present, size, 1.0), 0.0)
+        count += present
+    return np.where(count > 0, total / np.maximum(count, 1), 1.0)
+
+
 def bscan_statistics(
     images: np.ndarray,
     labels: np.ndarray,
     uncertainty: np.ndarray,
     axial_um: float,
     reference_thickness_um: dict[int, float] | None = None,
+    mirrored_labels: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """All per-B-scan statistics of one batch (:data:`STATISTICS`), each float64 (n,).
 
     ``images`` are the normalised network input; ``labels`` and ``uncertainty`` must have the same
     (n, depth, width) shape; see :func:`input_statistics`, :func:`anatomy_statistics` and
-    :func:`uncertainty_statistics`.
+    :func:`uncertainty_statistics`. ``mirrored_labels``: the labels of the B-scans segmented mirrored
+    left-right and mirrored back (the mirror check); ``mirror_disagreement`` is ``1 -``
+    :func:`label_agreement` with them, NaN (no penalty) without them.
     """
     out: dict[str, np.ndarray] = {}
     out.update(uncertainty_statistics(uncertainty, labels))
     out.update(input_statistics(images))
     out.update(anatomy_statistics(labels, axial_um, reference_thickness_um))
+    n = np.asarray(labels).shape[0] if np.asarray(labels).ndim == 3 else 1
+    out["mirror_disagreement"] = (
+        np.full(n, np.nan) if mirrored_labels is None else 1.0 - label_agreement(labels, mirrored_labels)
+    )
     return {name: out[name] for name in STATISTICS}
 
 
@@ -280,6 +321,7 @@ __all__ = [
     "anatomy_statistics",
     "bscan_statistics",
     "input_statistics",
+    "label_agreement",
     "noise_level",
     "pixel_uncertainty",
     "uncertainty_statistics",
