@@ -75,8 +75,11 @@ def test_quality_panel_lists_flagged_first_goes_to_and_warns(make_napari_viewer,
     panel.choice.value = 4
     panel.go_button.changed.emit(True)
     assert viewer.dims.point[0] == pytest.approx(5 + 4 * 10.0)
-    panel.show_quality(_record([0.1, 0.2], ood=True), layer)
-    assert len(warnings) == 1 and "look unlike the model's training data" in warnings[0]
+    panel.show_quality(_record([0.1, 0.2], [["high noise"], ["high noise", "saturated"]], ood=True), layer)
+    assert len(warnings) == 1
+    assert "2 of 2 B-scans look unlike the training data: high noise, saturated; check" in warnings[0]
+    panel.show_quality(_record([0.1, 0.2], [["labels change when the B-scan is mirrored"], []], ood=True), layer)
+    assert "2 of 2 B-scans look unreliable: labels change when the B-scan is mirrored; check" in warnings[-1]
 
 
 def test_finetune_dock_proposes_and_jumps(make_napari_viewer):

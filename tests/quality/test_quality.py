@@ -185,3 +185,7 @@ def test_warning_line_names_bscans_and_reasons():
         "B-scans 1, 3 of 4 look unlike the training data: high noise; check before using their thickness"
     )
     assert warning_line(QualityReport(np.ones(3), [[]] * 3, {}, {})) is None
+    one = QualityReport(np.array([0.9, 0.2]), [[], ["high noise"]], {}, {}, flag_below=0.5)
+    assert warning_line(one) == (
+        "B-scan 1 of 2 looks unlike the training data: high noise; check before using their thickness"
+    )

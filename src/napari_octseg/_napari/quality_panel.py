@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
-from ..quality.score import correction_candidates
+from ..quality.score import correction_candidates, flag_wording
 
 #: Metadata key of a Labels layer under which its segmentation's quality record is kept.
 QUALITY_KEY = "octseg_quality"
@@ -138,9 +138,12 @@ class QualityPanel(Container):
         self.summary.native.setWordWrap(False)  # the dock's compact() wraps every label; this one stays one line
         self._show_choice_tooltip()
         if notify and record.get("volume_out_of_distribution"):
+            # worded as the CLI's warning line: "unlike the training data" only when the reasons are the input's
+            kind, common = flag_wording([reasons[i] for i in flagged if i < len(reasons)])
+            why = f": {', '.join(common)}" if common else ""
             show_warning(
-                f"{layer.name if layer is not None else 'this volume'}: {len(flagged)} of {n} B-scans look unlike "
-                "the model's training data; check the segmentation before using its thickness"
+                f"{layer.name if layer is not None else 'this volume'}: {len(flagged)} of {n} B-scans {kind}{why}; "
+                "check the segmentation before using its thickness"
             )
 
     def go_to(self, index: int) -> None:

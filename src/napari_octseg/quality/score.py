@@ -16,6 +16,7 @@ The quality never changes the labels: it only says which of them to trust.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -319,6 +320,22 @@ def correction_candidates(quality: np.ndarray | QualityReport, k: int, min_gap: 
     return picked
 
 
+def flag_wording(reasons: Sequence[Sequence[str]]) -> tuple[str, list[str]]:
+    """How to word flagged B-scans, from their reasons: ``("look unlike the training data", ...)`` when every one
+    of the (up to 3) commonest reasons is about the input, else ``("look unreliable", ...)``; and those reasons.
+    """
+    counts: dict[str, int] = {}
+    for bscan in reasons:
+        for reason in bscan:
+            counts[reason] = counts.get(reason, 0) + 1
+    common = sorted(counts, key=lambda r: (-counts[r], r))[:3]
+    input_reasons = {r.reason_low for r in DEFAULT_REFERENCE.rules if r.statistic in INPUT_RULES} | {
+        r.reason_high for r in DEFAULT_REFERENCE.rules if r.statistic in INPUT_RULES
+    }
+    kind = "look unlike the training data" if common and set(common) <= input_reasons else "look unreliable"
+    return kind, common
+
+
 def warning_line(report: QualityReport, name: str = "") -> str | None:
     """One line naming the flagged B-scans and their commonest reasons, or ``None`` when none is flagged.
 
@@ -327,21 +344,13 @@ def warning_line(report: QualityReport, name: str = "") -> str | None:
     flagged = [int(i) for i in np.flatnonzero(report.flagged)]
     if not flagged:
         return None
-    counts: dict[str, int] = {}
-    for i in flagged:
-        for reason in report.reasons[i]:
-            counts[reason] = counts.get(reason, 0) + 1
-    common = sorted(counts, key=lambda r: (-counts[r], r))[:3]
-    input_reasons = {r.reason_low for r in DEFAULT_REFERENCE.rules if r.statistic in INPUT_RULES} | {
-        r.reason_high for r in DEFAULT_REFERENCE.rules if r.statistic in INPUT_RULES
-    }
-    kind = "look unlike the training data" if common and set(common) <= input_reasons else "look unreliable"
+    kind, common = flag_wording([report.reasons[i] for i in flagged])
     n = len(report.score)
     shown = ", ".join(str(i) for i in flagged[:12]) + (", ..." if len(flagged) > 12 else "")
-    noun = "B-scan" if len(flagged) == 1 else "B-scans"
+    noun, verb = ("B-scan", kind.replace("look ", "looks ", 1)) if len(flagged) == 1 else ("B-scans", kind)
     why = ", ".join(common) if common else "low quality"
     prefix = f"{name}: " if name else ""
-    return f"{prefix}{noun} {shown} of {n} {kind}: {why}; check before using their thickness"
+    return f"{prefix}{noun} {shown} of {n} {verb}: {why}; check before using their thickness"
 
 
 class QualityAccumulator:
@@ -419,6 +428,7 @@ __all__ = [
     "Rule",
     "SPACING_STATISTICS",
     "correction_candidates",
+    "flag_wording",
     "quality_from_statistics",
     "reference_for_model",
     "spacing_deviation",
