@@ -126,12 +126,17 @@ def calibrate(plain: list[dict], shifted: list[dict], key_map: dict[str, str] | 
                     if rho > best[0]:
                         best = (rho, soft, weight, axial, lateral)
     reference = _with_uncertainty_soft(reference, *best[1:])
-    scores = score_rows(rows, reference, key_map)[0]
+    flag = youden_threshold(score_rows(rows, reference, key_map)[0], dice, DEFAULT_REFERENCE.flag_below)
+    return replace(reference, flag_below=flag)
+
+
+def youden_threshold(scores: np.ndarray, dice: np.ndarray, default: float) -> float:
+    """The flag threshold (scores rounded to 0.001) maximising Youden's J for "mean Dice < BAD_DICE";
+    ``default`` when the rows hold no bad or no good B-scan."""
     bad = dice < BAD_DICE
     candidates = np.unique(np.round(scores, 3))
     j = [((scores < t)[bad].mean() - (scores < t)[~bad].mean(), t) for t in candidates if 0 < t < 1]
-    flag = max(j)[1] if j and bad.any() and (~bad).any() else DEFAULT_REFERENCE.flag_below
-    return replace(reference, flag_below=float(flag))
+    return float(max(j)[1]) if j and bad.any() and (~bad).any() else default
 
 
 def _with_uncertainty_soft(

@@ -24,7 +24,7 @@ from napari_octseg.core.classes import SCORED_CLASSES
 from napari_octseg.core.progress import run_generator
 from napari_octseg.core.volume import OctVolume
 from napari_octseg.inference import segment
-from napari_octseg.quality.stats import STATISTICS, pixel_uncertainty, uncertainty_statistics
+from napari_octseg.quality.stats import STATISTICS, label_agreement, pixel_uncertainty, uncertainty_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 DUKE = ROOT.parent / "shared" / "data" / "duke_dme"
@@ -32,17 +32,9 @@ VOLS = ROOT.parent / "shared" / "data" / "heyex_vol"
 
 
 def bscan_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Mean Dice over classes 1-7 and 9 of each B-scan (n,); a class absent from both is left out."""
-    out = np.empty(len(pred))
-    for i, (p, t) in enumerate(zip(pred, truth)):
-        d = []
-        for c in SCORED_CLASSES:
-            a, b = p == c, t == c
-            denom = int(a.sum()) + int(b.sum())
-            if denom:
-                d.append(2.0 * int((a & b).sum()) / denom)
-        out[i] = float(np.mean(d)) if d else np.nan
-    return out
+    """Mean Dice over classes 1-7 and 9 of each B-scan (n,); a class absent from both is left out (NaN when all are:
+    the pipeline's own :func:`~napari_octseg.quality.stats.label_agreement`, which the mirror check also uses)."""
+    return label_agreement(pred, truth, empty=np.nan)
 
 
 def expected_dice(probabilities: np.ndarray, labels: np.ndarray, min_mass: float) -> np.ndarray:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _quality_calib import BAD_DICE, auroc, score_rows
+from _quality_calib import BAD_DICE, auroc, score_rows, youden_threshold
 from _quality_data import DUKE, collect, collect_vols, read_rows, write_report, write_rows
 from _shifts import SHIFTS
 from scipy.stats import spearmanr
@@ -115,14 +115,8 @@ def main() -> int:
     ]
     _, soft, weight = max(fits)
     fitted = _with_rule(low, soft, weight)
-    # the flag threshold with the mirror check: Youden's J for "Dice < 0.75" on the training rows, as calibrate()
-    scores = score_rows(train, fitted)[0]
-    bad_t = dice_t < BAD_DICE
-    flag_fit = max(
-        ((scores < t)[bad_t].mean() - (scores < t)[~bad_t].mean(), float(t))
-        for t in np.unique(np.round(scores, 3))
-        if 0 < t < 1
-    )[1]
+    # the flag threshold with the mirror check: Youden's J on the training rows, as calibrate() chooses flag_below
+    flag_fit = youden_threshold(score_rows(train, fitted)[0], dice_t, DEFAULT_REFERENCE.flag_below)
     fitted = replace(fitted, flag_below_mirror=flag_fit)
     shipped_flag = DEFAULT_REFERENCE.flag_below_mirror or DEFAULT_REFERENCE.flag_below
     shipped = next(r for r in DEFAULT_REFERENCE.rules if r.statistic == "mirror_disagreement")

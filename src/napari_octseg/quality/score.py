@@ -131,7 +131,7 @@ DEFAULT_REFERENCE = QualityReference(
         Rule("total_thickness_p95_um", 301.9, 731.2, 363.8, "retina implausibly thin", "retina implausibly thick"),
         Rule("layer_thickness_deviation", -math.inf, 1.048, 1.0, reason_high="a layer out of its usual thickness"),
         # only with the mirror check (segment(mirror_check=True)); NaN, no penalty, without it. Range start: the
-        # least disagreement of an unshifted training B-scan; width and weight: benchmarks/_quality_flip.py
+        # least disagreement of an unshifted training B-scan; width and weight: benchmarks/bench_mirror_check.py
         Rule(
             "mirror_disagreement",
             -math.inf,
@@ -139,7 +139,7 @@ DEFAULT_REFERENCE = QualityReference(
             0.05,
             reason_high="labels change when the B-scan is mirrored",
             weight=0.5,
-        ),  # fmt: skip
+        ),
     ),
     # typical thickness per layer class (µm), close to the medians on Subject_01-06's labels
     # (38.7, 71.6, 34.8, 31.0, 89.0, 31.0, 27.1)
@@ -268,16 +268,12 @@ def quality_from_statistics(
             key=lambda t: -t[0],
         )
         reasons.append([text for p, text in named if p >= REASON_PENALTY and text])
-    mirrored = "mirror_disagreement" in stats and bool(np.isfinite(stats["mirror_disagreement"]).any())
-    flag_below = reference.flag_below_mirror if mirrored and reference.flag_below_mirror is not None else None
-    return QualityReport(
-        score,
-        reasons,
-        stats,
-        penalties,
-        reference.flag_below if flag_below is None else flag_below,
-        reference.volume_flag_fraction,
-    )
+    # the mirror check ran where its statistic was measured: its rule lowers every score, so its own threshold
+    mirrored = bool(np.isfinite(stats.get("mirror_disagreement", np.nan)).any())
+    flag_below = reference.flag_below
+    if mirrored and reference.flag_below_mirror is not None:
+        flag_below = reference.flag_below_mirror
+    return QualityReport(score, reasons, stats, penalties, flag_below, reference.volume_flag_fraction)
 
 
 def correction_candidates(quality: np.ndarray | QualityReport, k: int, min_gap: int | None = None) -> list[int]:

@@ -254,21 +254,23 @@ def uncertainty_statistics(uncertainty: np.ndarray, labels: np.ndarray) -> dict[
     }
 
 
-def label_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def label_agreement(a: np.ndarray, b: np.ndarray, empty: float = 1.0) -> np.ndarray:
     """Mean Dice between two label maps of the same B-scans, per B-scan (classes 1-7 and fluid).
 
     A class absent from both maps of a B-scan is left out (as the true per-B-scan Dice leaves out a class
-    absent from ground truth and prediction); 1.0 where every class is absent.
+    absent from ground truth and prediction); ``empty`` where every class is absent.
 
     Parameters
     ----------
     a, b
         uint8 (n, depth, width) labels, or (depth, width) for one B-scan.
+    empty
+        The value of a B-scan where neither map holds any of those classes (1.0: they agree; NaN: undefined).
 
     Returns
     -------
     numpy.ndarray
-        float64 (n,) in [0, 1].
+        float64 (n,) in [0, 1] (or ``empty``).
     """
     x, y = np.asarray(a), np.asarray(b)
     x, y = (x[None], y[None]) if x.ndim == 2 else (x, y)
@@ -284,7 +286,7 @@ def label_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         present = size > 0
         total += np.where(present, 2.0 * both / np.where(present, size, 1.0), 0.0)
         count += present
-    return np.where(count > 0, total / np.maximum(count, 1), 1.0)
+    return np.where(count > 0, total / np.maximum(count, 1), empty)
 
 
 def bscan_statistics(
